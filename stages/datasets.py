@@ -1,0 +1,49 @@
+"""The prepared splits of binarized MNIST, as the prepare stage writes them and later stages read them.
+
+data/prepared/ holds, for split in train, valid, test: ``{split}_images.npy`` (N, 784) uint8 and
+``{split}_labels.npy`` (N,) uint8, plus ``info.json``. Images are binary (0/1) except the train
+images of ``dynamic`` binarization, which are the uint8 intensities (0..255) that the train stage
+re-draws as Bernoulli(pixel / 255) every epoch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.runtime import StageError
+
+PREPARED = Path("data/prepared")
+SPLITS = ("train", "valid", "test")
+PIXELS = 784
+BINARY, INTENSITY = "binary", "intensity"
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    images: np.ndarray  # (N, 784) uint8
+    labels: np.ndarray  # (N,) uint8 digit labels
+    pixels: str  # BINARY (0/1) or INTENSITY (0..255, drawn anew every epoch)
+
+
+def load_info(directory: Path = PREPARED) -> dict:
+    try:
+        return json.loads((directory / "info.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{directory}/info.json not found: run the prepare stage first") from None
+
+
+def load_split(name: str, directory: Path = PREPARED) -> Split:
+    info = load_info(directory)
+    images = np.load(directory / f"{name}_images.npy")
+    labels = np.load(directory / f"{name}_labels.npy")
+    if images.ndim != 2 or images.shape[1] != PIXELS or images.dtype != np.uint8:
+        raise StageError(f"{directory}/{name}_images.npy: expected (N, 784) uint8, "
+                         f"got {images.shape} {images.dtype}")  # fmt: skip
+    if labels.shape != images.shape[:1]:
+        raise StageError(f"{directory}/{name}_labels.npy: {labels.shape[0]} labels for "
+                         f"{images.shape[0]} images")  # fmt: skip
+    return Split(name, images, labels, info["pixels"][name])

@@ -1,0 +1,129 @@
+"""Stage prepare: binarized MNIST, split 50,000 train / 10,000 valid / 10,000 test.
+
+valid = the last 10k of the 60k training images (the split the literature uses).
+Params: ``binarization`` and ``binarization_seed``.
+- static: every pixel one Bernoulli draw with its intensity pixel/255 as probability, seeded
+  (Larochelle & Murray's procedure, with our own seed).
+- dynamic: train kept as intensities and re-drawn every epoch by the train stage; valid and test
+  drawn once, exactly as ``static`` draws them.
+- threshold: pixel/255 > 0.5.
+- larochelle: Larochelle & Murray's fixed files as they are; the digit labels are those of the
+  MNIST images they were drawn from, after checking that every image is a possible draw of its
+  MNIST image (no pixel on where the intensity is 0).
+Same params give byte-identical outputs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stages import params
+from stages.atomic import StagedOutputs
+from stages.datasets import BINARY, INTENSITY, PIXELS, PREPARED, SPLITS
+from stages.runtime import log, run_stage
+from stages.sources import DataError
+
+RAW_MNIST = Path("data/raw/mnist")
+RAW_LAROCHELLE = Path("data/raw/larochelle")
+TRAIN_SIZE = 50_000
+
+
+def split_mnist(raw: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(images (N, 784) uint8 intensities, labels) for train, valid (last 10k of 60k) and test."""
+    train_x = raw["train_images"].reshape(-1, PIXELS)
+    test_x = raw["test_images"].reshape(-1, PIXELS)
+    return {
+        "train": (train_x[:TRAIN_SIZE], raw["train_labels"][:TRAIN_SIZE]),
+        "valid": (train_x[TRAIN_SIZE:], raw["train_labels"][TRAIN_SIZE:]),
+        "test": (test_x, raw["test_labels"]),
+    }
+
+
+def bernoulli_draw(intensities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One Bernoulli(pixel / 255) draw per pixel, as uint8 0/1."""
+    uniform = rng.random(intensities.shape, dtype=np.float32)
+    return (uniform < intensities.astype(np.float32) / np.float32(255)).astype(np.uint8)
+
+
+def threshold(intensities: np.ndarray) -> np.ndarray:
+    """1 where pixel / 255 > 0.5, i.e. pixel >= 128."""
+    return (intensities.astype(np.float32) / np.float32(255) > 0.5).astype(np.uint8)
+
+
+def larochelle_labels(fixed: np.ndarray, intensities: np.ndarray, labels: np.ndarray, split: str):
+    """The MNIST labels, once every fixed image is shown to be a draw of its MNIST image."""
+    if fixed.shape != intensities.shape:
+        raise DataError(f"larochelle {split}: {fixed.shape} images, MNIST {split} has "
+                        f"{intensities.shape}")  # fmt: skip
+    impossible = np.any(fixed > (intensities > 0), axis=1)
+    if impossible.any():
+        raise DataError(
+            f"larochelle {split}: {int(impossible.sum())} images have pixels on where the MNIST "
+            f"image in the same position is blank (first: index {int(np.argmax(impossible))}), so "
+            "the files are not in MNIST order and no labels can be attached"
+        )
+    return labels
+
+
+def prepare(raw: dict[str, np.ndarray], binarization: str, seed: int,
+            fixed: dict[str, np.ndarray] | None = None):
+    """{split: (images, labels)} and {split: BINARY | INTENSITY} for one binarization."""
+    mnist = split_mnist(raw)
+    rngs = dict(zip(SPLITS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))))
+    splits, pixels = {}, {}
+    for name, (intensities, labels) in mnist.items():
+        kind = BINARY
+        if binarization == "static" or (binarization == "dynamic" and name != "train"):
+            images = bernoulli_draw(intensities, rngs[name])
+        elif binarization == "dynamic":
+            images, kind = intensities, INTENSITY
+        elif binarization == "threshold":
+            images = threshold(intensities)
+        elif binarization == "larochelle":
+            if not fixed or name not in fixed:
+                raise DataError(f"{RAW_LAROCHELLE}/{name}_images.npy missing: run fetch_larochelle")
+            images = fixed[name]
+            labels = larochelle_labels(images, intensities, labels, name)
+        else:
+            raise ValueError(binarization)
+        splits[name], pixels[name] = (np.ascontiguousarray(images), labels), kind
+    return splits, pixels
+
+
+def load_raw(directory: Path = RAW_MNIST) -> dict[str, np.ndarray]:
+    names = ("train_images", "train_labels", "test_images", "test_labels")
+    missing = [n for n in names if not (directory / f"{n}.npy").exists()]
+    if missing:
+        raise DataError(f"{directory}/{missing[0]}.npy not found: run the fetch stage first")
+    return {n: np.load(directory / f"{n}.npy") for n in names}
+
+
+def main() -> None:
+    p = params.load(["binarization", "binarization_seed"])
+    raw = load_raw()
+    fixed = None
+    if p["binarization"] == "larochelle":
+        fixed = {s: np.load(RAW_LAROCHELLE / f"{s}_images.npy") for s in SPLITS
+                 if (RAW_LAROCHELLE / f"{s}_images.npy").exists()}  # fmt: skip
+    log(f"binarization {p['binarization']}, seed {p['binarization_seed']}")
+    splits, pixels = prepare(raw, p["binarization"], p["binarization_seed"], fixed)
+    info = {
+        "binarization": p["binarization"],
+        "binarization_seed": p["binarization_seed"],
+        "pixels": pixels,
+        "sizes": {name: int(len(images)) for name, (images, _) in splits.items()},
+    }
+    with StagedOutputs() as out:
+        directory = out.directory(PREPARED)
+        for name, (images, labels) in splits.items():
+            np.save(directory / f"{name}_images.npy", images)
+            np.save(directory / f"{name}_labels.npy", labels.astype(np.uint8))
+        (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    for name, (images, _) in splits.items():
+        log(f"{name}: {len(images)} images, {pixels[name]}, mean pixel {images.mean():.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
