@@ -98,6 +98,7 @@ SCHEMA: dict[str, Param] = {
     "seed": _integer(0, 2**31 - 1),
     # evaluate
     "eval_samples": _integer(1),
+    "valid_eval_samples": _integer(1),
     # figures
     "manifold_grid": _integer(2, 60),
 }

@@ -1,6 +1,7 @@
 """Stage prepare: binarized MNIST, split 50,000 train / 10,000 valid / 10,000 test.
 
-valid = the last 10k of the 60k training images (the split the literature uses).
+valid = the last 10k of the 60k training images (the split the literature uses; a smaller fixture
+keeps the same proportion: the last sixth).
 Params: ``binarization`` and ``binarization_seed``.
 - static: every pixel one Bernoulli draw with its intensity pixel/255 as probability, seeded
   (Larochelle & Murray's procedure, with our own seed).
@@ -27,16 +28,17 @@ from stages.sources import DataError
 
 RAW_MNIST = Path("data/raw/mnist")
 RAW_LAROCHELLE = Path("data/raw/larochelle")
-TRAIN_SIZE = 50_000
+VALID_SHARE = 6  # valid = the last 1/6 of the training images: 10,000 of 60,000
 
 
 def split_mnist(raw: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(images (N, 784) uint8 intensities, labels) for train, valid (last 10k of 60k) and test."""
     train_x = raw["train_images"].reshape(-1, PIXELS)
     test_x = raw["test_images"].reshape(-1, PIXELS)
+    cut = len(train_x) - len(train_x) // VALID_SHARE
     return {
-        "train": (train_x[:TRAIN_SIZE], raw["train_labels"][:TRAIN_SIZE]),
-        "valid": (train_x[TRAIN_SIZE:], raw["train_labels"][TRAIN_SIZE:]),
+        "train": (train_x[:cut], raw["train_labels"][:cut]),
+        "valid": (train_x[cut:], raw["train_labels"][cut:]),
         "test": (test_x, raw["test_labels"]),
     }
 

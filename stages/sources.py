@@ -264,6 +264,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain numpy arrays and tuples, nothing else (no arbitrary code)."""
 
     ALLOWED = {
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

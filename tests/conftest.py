@@ -1,0 +1,80 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def in_tmp_dir(tmp_path, monkeypatch):
+    """Run the test with a fresh current directory (stages read and write relative paths)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+TINY_PARAMS = {
+    "latent_dim": 2,
+    "hidden_units": [32],
+    "epochs": 3,
+    "batch_size": 50,
+    "learning_rate": 0.003,
+    "patience": 5,
+    "eval_samples": 50,
+    "valid_eval_samples": 20,
+    "manifold_grid": 5,
+}
+
+
+def write_params(directory: Path, **overrides) -> Path:
+    """The repository's params.yaml with TINY_PARAMS and ``overrides``, in ``directory``."""
+    import yaml
+
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values.update(TINY_PARAMS)
+    values.update(overrides)
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+class chdir:
+    def __init__(self, directory):
+        self.directory = directory
+
+    def __enter__(self):
+        self.previous = os.getcwd()
+        os.chdir(self.directory)
+
+    def __exit__(self, *exc):
+        os.chdir(self.previous)
+
+
+def make_workspace(directory: Path, train: bool = True, **overrides) -> Path:
+    """A directory holding fixture data, prepared splits and (optionally) a trained tiny model."""
+    import numpy as np
+
+    from stages import prepare
+    from tests import fixtures
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_params(directory, **overrides)
+    with chdir(directory):
+        Path("data/raw/mnist").mkdir(parents=True, exist_ok=True)
+        for name, array in fixtures.mnist_arrays().items():
+            np.save(f"data/raw/mnist/{name}.npy", array)
+        prepare.main()
+        if train:
+            from stages import train as train_stage
+
+            train_stage.main()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory):
+    """Fixture data and a tiny model trained by the train stage (latent_dim 2), shared read-only."""
+    return make_workspace(tmp_path_factory.mktemp("trained"))
