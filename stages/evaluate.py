@@ -1,0 +1,99 @@
+"""Stage evaluate: ELBO and importance-sampled log p(x) of the trained model, test and valid.
+
+Params: ``eval_samples`` (k on the test set; the IWAE protocol uses 5000), ``valid_eval_samples``
+(k on the validation set) and ``seed``. Loads the saved networks
+from models/ (not the training code's objects) and the prepared splits. Writes
+  metrics/evaluate.json   flat keys: {test,valid}_{elbo,log_px,nll,kl,expected_log_likelihood},
+                          eval_samples, valid_eval_samples, seconds, device
+                          (nats per example, means over the split)
+  metrics/per_digit.csv   mean log p(x), ELBO and KL of the test digits, by label
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages import devices, params, vae
+from stages.atomic import StagedOutputs
+from stages.datasets import load_split
+from stages.likelihood import ImportanceSampler
+from stages.runtime import StageError, log, run_stage
+
+PARAMS = ["eval_samples", "valid_eval_samples", "seed"]
+MODELS = Path("models")
+METRICS = Path("metrics/evaluate.json")
+PER_DIGIT = Path("metrics/per_digit.csv")
+SPLITS = {"test": "eval_samples", "valid": "valid_eval_samples"}  # split -> its k
+SPLIT_STREAM = {"test": 0, "valid": 2**31}  # distinct random draws per split for one seed
+
+
+def evaluate_split(sampler: ImportanceSampler, images: np.ndarray, name: str, report=log):
+    """Per-example values (nats) for one split, with a progress line about every 10%."""
+    start = time.perf_counter()
+    next_report = [0.1]
+
+    def progress(done, total):
+        if done / total >= next_report[0] or done == total:
+            elapsed = time.perf_counter() - start
+            report(f"{name}: {done}/{total} examples, k = {sampler.k}, {elapsed:.0f} s elapsed, "
+                   f"about {elapsed / done * (total - done):.0f} s left")  # fmt: skip
+            next_report[0] = math.floor(done / total * 10 + 1) / 10
+
+    return sampler(images.astype(np.float32), progress=progress)
+
+
+def split_metrics(name: str, values: dict[str, np.ndarray]) -> dict[str, float]:
+    means = {key: float(np.mean(array, dtype=np.float64)) for key, array in values.items()}
+    return {
+        f"{name}_elbo": round(means["elbo"], 4),
+        f"{name}_log_px": round(means["log_px"], 4),
+        f"{name}_nll": round(-means["log_px"], 4),
+        f"{name}_kl": round(means["kl"], 4),
+        f"{name}_expected_log_likelihood": round(means["expected_log_likelihood"], 4),
+    }
+
+
+def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    frame = pd.DataFrame({"digit": labels.astype(int), "log_px": values["log_px"],
+                          "elbo": values["elbo"], "kl": values["kl"]})  # fmt: skip
+    table = frame.groupby("digit").agg(
+        examples=("log_px", "size"), log_px=("log_px", "mean"), elbo=("elbo", "mean"),
+        kl=("kl", "mean"),
+    )  # fmt: skip
+    return table.reset_index().round(4)
+
+
+def main() -> None:
+    p = params.load(PARAMS)
+    try:
+        inference_network, generative_network = vae.load_networks(MODELS)
+    except FileNotFoundError as e:
+        raise StageError(str(e)) from None
+    start = time.perf_counter()
+    metrics, per_digit = {}, None
+    for name, samples_key in SPLITS.items():
+        split = load_split(name)
+        sampler = ImportanceSampler(inference_network, generative_network, p[samples_key],
+                                    p["seed"] + SPLIT_STREAM[name])  # fmt: skip
+        values = evaluate_split(sampler, split.images, name)
+        metrics.update(split_metrics(name, values))
+        log(f"{name}: ELBO {metrics[f'{name}_elbo']:.2f}, log p(x) {metrics[f'{name}_log_px']:.2f} "
+            f"nats (k = {p[samples_key]})")  # fmt: skip
+        if name == "test":
+            per_digit = per_digit_table(split.labels, values)
+    metrics["eval_samples"] = p["eval_samples"]
+    metrics["valid_eval_samples"] = p["valid_eval_samples"]
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
+    metrics["device"] = devices.describe()
+    with StagedOutputs() as out:
+        out.json(METRICS, metrics)
+        per_digit.to_csv(out.file(PER_DIGIT), index=False)
+    log(f"wrote {METRICS} and {PER_DIGIT}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
