@@ -116,9 +116,14 @@ def scatter_digits(ax, xy: np.ndarray, labels: np.ndarray, size: float = 3.0):
                    alpha=0.6, linewidths=0, label=str(digit), rasterized=True)  # fmt: skip
 
 
-def digit_legend(ax):
-    legend = ax.legend(title="digit", markerscale=4, loc="upper left", bbox_to_anchor=(1.01, 1),
-                       frameon=False)  # fmt: skip
+def digit_legend(ax, fig=None):
+    """A legend of the digit colours right of ``ax`` (or, with ``fig``, right of the figure)."""
+    if fig is None:
+        legend = ax.legend(title="digit", markerscale=4, loc="upper left", bbox_to_anchor=(1.01, 1),
+                           frameon=False)  # fmt: skip
+    else:
+        legend = fig.legend(*ax.get_legend_handles_labels(), title="digit", markerscale=4,
+                            loc="outside right upper", frameon=False)  # fmt: skip
     for handle in legend.legend_handles:
         handle.set_alpha(1)
 
@@ -190,7 +195,7 @@ def posterior_training(snapshots, view: LatentView, rng):
     fig.supylabel(y_label, fontsize=9)
     fig.suptitle(f"Approximate posterior during training: means of q(z|x) of {len(labels)} "
                  f"test digits{note}", fontsize=11)  # fmt: skip
-    digit_legend(axes[PANELS // 2 - 1])
+    digit_legend(axes[0], fig)
 
     frames = []
     for index in snapshot_frames(len(epochs), MAX_GIF_FRAMES):

@@ -47,7 +47,7 @@ class ImportanceSampler:
         self.block = min(self.k, BLOCK)
         self.blocks = math.ceil(self.k / self.block)
         self.seed = int(seed)
-        self._compiled = tf.function(self._tiles, jit_compile=True, reduce_retracing=True)
+        self._compiled = tf.function(self._tiles, jit_compile=True)  # one trace per tile count
 
     def eps(self, tile, block):
         """eps ~ N(0, I) for one tile and one block: (block size, TILE, L)."""

@@ -1,0 +1,125 @@
+"""The importance-sampled log p(x): exact on a model where log p(x) can be computed, a bound
+above the ELBO, rising with k, and independent of how the work is chunked."""
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stages import evaluate, likelihood, vae
+from tests.conftest import chdir
+
+
+def log_sum_exp(a, axis):
+    top = a.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def set_constant_posterior(encoder, loc, scale):
+    """Make q(z|x) = N(loc, scale^2) for every x (zero kernels, chosen biases)."""
+    for layer in encoder.layers:
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            if layer.name == "loc":
+                bias = np.full_like(bias, loc)
+            elif layer.name == "scale":
+                bias = np.full_like(bias, math.log(math.expm1(scale)))  # softplus^-1
+            layer.set_weights([np.zeros_like(kernel), bias])
+
+
+@pytest.fixture(scope="module")
+def one_dimensional_model():
+    """latent_dim 1: log p(x) = log of a 1-D integral, computed by quadrature on a fine grid."""
+    tf.keras.utils.set_random_seed(0)
+    encoder = vae.make_inference_network(1, [4], "tanh")
+    decoder = vae.make_generative_network(1, [8], "tanh")
+    for layer in decoder.layers:  # sharper likelihood: posterior sd ~0.2, far from the prior
+        if layer.get_weights():
+            kernel, bias = layer.get_weights()
+            layer.set_weights([3 * kernel, bias])
+    x = (np.random.default_rng(0).random((6, 784)) < 0.3).astype(np.float32)
+    grid = np.linspace(-12, 12, 200_001)
+    step = grid[1] - grid[0]
+    logits = decoder(grid[:, None].astype(np.float32)).numpy().astype(np.float64)
+    log_px_given_z = x @ logits.T - np.logaddexp(0, logits).sum(axis=1)  # (6, grid)
+    log_joint = log_px_given_z - 0.5 * grid**2 - 0.5 * math.log(2 * math.pi)
+    exact = log_sum_exp(log_joint, axis=1) + math.log(step)
+    posterior = np.exp(log_joint - exact[:, None]) * step
+    mean = posterior @ grid
+    sd = np.sqrt(posterior @ grid**2 - mean**2)
+    return encoder, decoder, x, exact, mean, sd
+
+
+def test_is_estimate_matches_exact_log_px_and_elbo_is_below(one_dimensional_model):
+    encoder, decoder, x, exact, mean, sd = one_dimensional_model
+    assert np.all(sd < 0.7)  # the posterior is far from the prior: not a trivial case
+    for i in range(len(x)):
+        # q = a Gaussian with the posterior's mean and sd: tolerance 0.01 nats
+        set_constant_posterior(encoder, mean[i], sd[i])
+        values = likelihood.ImportanceSampler(encoder, decoder, k=5000, seed=i)(x[i:i + 1])
+        assert abs(values["log_px"][0] - exact[i]) < 0.01
+        assert values["elbo"][0] < exact[i]
+    # q far from the posterior: the estimate is still within 0.1 nats, the ELBO nats below
+    set_constant_posterior(encoder, 0.3, 0.8)
+    values = likelihood.ImportanceSampler(encoder, decoder, k=5000, seed=0)(x)
+    np.testing.assert_array_less(np.abs(values["log_px"] - exact), 0.1)
+    np.testing.assert_array_less(values["elbo"], exact - 1.0)
+
+
+def test_chunked_and_unchunked_give_the_same_numbers(one_dimensional_model):
+    encoder, decoder, *_ = one_dimensional_model
+    tf.keras.utils.set_random_seed(1)
+    encoder = vae.make_inference_network(1, [4], "tanh")
+    images = (np.random.default_rng(1).random((150, 784)) < 0.3).astype(np.float32)
+    sampler = likelihood.ImportanceSampler(encoder, decoder, k=300, seed=3)  # 3 blocks, the last partial
+    one_tile_per_call = sampler(images, tiles_per_call=1)
+    all_at_once = sampler(images, tiles_per_call=3)
+    for name in one_tile_per_call:
+        np.testing.assert_allclose(one_tile_per_call[name], all_at_once[name], rtol=1e-6)
+
+    # the same draws, unchunked: every eps materialised, the bounds computed in one go
+    draw = tf.function(sampler.eps, jit_compile=True)
+    tiles = []
+    for t in range(3):
+        blocks = [draw(tf.constant(t, tf.int64), tf.constant(b)) for b in range(sampler.blocks)]
+        tiles.append(tf.concat(blocks, axis=0)[: sampler.k])  # (k, TILE, L)
+    eps = tf.concat(tiles, axis=1)[:, : len(images)]
+    direct = vae.bounds_per_example(images, encoder, decoder, eps)
+    np.testing.assert_allclose(direct["iwae"], one_tile_per_call["log_px"], rtol=1e-5)
+    np.testing.assert_allclose(direct["elbo"], one_tile_per_call["elbo"], rtol=1e-5)
+
+
+def test_bound_rises_with_k_and_stays_above_the_elbo(trained_workspace):
+    encoder, decoder = vae.load_networks(trained_workspace / "models")
+    images = np.load(trained_workspace / "data/prepared/test_images.npy")[:64].astype(np.float32)
+    means = {}
+    for k in (1, 10, 100):
+        values = likelihood.ImportanceSampler(encoder, decoder, k=k, seed=0)(images)
+        means[k] = values["log_px"].mean()
+        assert values["log_px"].mean() >= values["elbo"].mean() - (0.5 if k == 1 else 0)
+    assert means[1] < means[10] < means[100]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(trained_workspace):
+    encoder, decoder = vae.load_networks(trained_workspace / "models")
+    images = np.load(trained_workspace / "data/prepared/test_images.npy")[:10].astype(np.float32)
+    a = likelihood.ImportanceSampler(encoder, decoder, 20, seed=5)(images)
+    b = likelihood.ImportanceSampler(encoder, decoder, 20, seed=5)(images)
+    c = likelihood.ImportanceSampler(encoder, decoder, 20, seed=6)(images)
+    assert np.array_equal(a["log_px"], b["log_px"]) and not np.array_equal(a["log_px"], c["log_px"])
+
+
+def test_evaluate_stage_writes_documented_finite_metrics(trained_workspace, tmp_path):
+    with chdir(trained_workspace):
+        evaluate.main()
+        metrics = json.loads(open(evaluate.METRICS).read())
+        per_digit = open(evaluate.PER_DIGIT).read().splitlines()
+    keys = {f"{split}_{name}" for split in ("test", "valid")
+            for name in ("elbo", "log_px", "nll", "kl", "expected_log_likelihood")}  # fmt: skip
+    assert set(metrics) == keys | {"eval_samples", "valid_eval_samples", "seconds", "device"}
+    assert all(math.isfinite(metrics[key]) for key in keys)
+    assert metrics["eval_samples"] == 50 and metrics["valid_eval_samples"] == 20
+    assert metrics["test_elbo"] <= metrics["test_log_px"] and metrics["test_nll"] == -metrics["test_log_px"]
+    assert per_digit[0] == "digit,examples,log_px,elbo,kl" and len(per_digit) == 11
+    assert sum(int(row.split(",")[1]) for row in per_digit[1:]) == 100
