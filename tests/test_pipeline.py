@@ -1,0 +1,196 @@
+"""The DVC workflow as users run it, in a temporary git + DVC copy of this repository.
+
+Fixture data come through the real fetch stage ($VAE_DATA_SOURCES names file:// and local-index
+sources), params are tiny, and no test touches the network. The tests build on each other in
+file order: one pipeline, reproduced once, then changed in the ways users change it.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import fixtures
+from tests.conftest import REPO, TINY_PARAMS
+
+pytestmark = pytest.mark.pipeline
+
+STAGES = {"fetch", "fetch_larochelle", "prepare", "train", "evaluate", "figures"}
+GENERATED = ("dvc.lock", "metrics", "figures", "dvclive", "models", "data")
+
+
+def run(repo: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=repo.path, env=repo.env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")  # fmt: skip
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(repo, "git", *args).stdout
+
+
+def stages_run(result: subprocess.CompletedProcess) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", result.stdout + result.stderr)
+
+
+@dataclass
+class Repo:
+    """A repository directory and the environment its commands run in."""
+
+    path: Path
+    env: dict
+
+    def __truediv__(self, name) -> Path:
+        return self.path / name
+
+
+def make_repo(directory: Path, sources: Path) -> Repo:
+    """A git + DVC repository with this project's tracked files and tiny params, committed."""
+    directory.mkdir(parents=True)
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    for name in tracked:
+        if name.split("/")[0] in GENERATED:
+            continue
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, directory / name)
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    values.update(TINY_PARAMS)
+    (directory / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        VAE_DATA_SOURCES=str(sources),
+        DVC_NO_ANALYTICS="1",
+        DVC_STUDIO_OFFLINE="1",
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+    )  # fmt: skip
+    repo = Repo(directory, env)
+    git(repo, "init", "-q", "-b", "main")
+    dvc(repo, "config", "--local", "core.check_update", "false")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "pipeline with tiny params")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    sources = fixtures.write_sources(root / "mirror")
+    return make_repo(root / "repo", sources)
+
+
+def reset(repo: Repo) -> None:
+    """Back to the last commit: git-tracked outputs from git, cached ones from the DVC cache."""
+    git(repo, "reset", "-q", "--hard")
+    dvc(repo, "checkout", "--force")
+
+
+def outputs(repo: Repo) -> dict[str, bytes]:
+    files = {}
+    for top in ("models", "metrics", "figures"):
+        for path in sorted((repo / top).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(repo.path))] = path.read_bytes()
+    return files
+
+
+def test_repro_from_scratch_runs_every_stage_once_then_nothing(repo):
+    first = dvc(repo, "repro")
+    ran = stages_run(first)
+    assert sorted(ran) == sorted(STAGES), ran
+    assert ran.index("fetch") < ran.index("prepare") < ran.index("train") < ran.index("evaluate")
+    for path in ("data/raw/mnist/train_images.npy", "data/prepared/info.json", "models/inference_network.keras",
+                 "models/generative_network.keras", "metrics/train.json", "metrics/evaluate.json",
+                 "metrics/per_digit.csv", "figures/posterior.png", "figures/manifold.png",
+                 "dvclive/plots/metrics/valid/elbo.tsv"):  # fmt: skip
+        assert (repo / path).exists(), path
+
+    second = dvc(repo, "repro")
+    assert stages_run(second) == []
+    assert "Data and pipelines are up to date." in second.stdout
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "reproduced")
+    assert git(repo, "status", "--porcelain") == ""  # outputs are either git-tracked or ignored
+
+
+def test_exp_run_latent_dim_reruns_train_evaluate_figures_only(repo):
+    result = dvc(repo, "exp", "run", "-S", "latent_dim=3")
+    assert sorted(stages_run(result)) == ["evaluate", "figures", "train"]
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
+    assert experiments, shown
+    data = experiments[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["latent_dim"] == 3
+    assert "test_log_px" in data["metrics"]["metrics/evaluate.json"]["data"]
+    reset(repo)
+
+
+def test_changing_binarization_reruns_prepare_and_after_but_not_fetch(repo):
+    result = dvc(repo, "exp", "run", "-S", "binarization=dynamic")
+    ran = stages_run(result)
+    assert "fetch" not in ran
+    assert {"prepare", "train", "evaluate", "figures"} <= set(ran)
+    reset(repo)
+
+
+def test_changing_eval_samples_reruns_only_evaluate(repo):
+    result = dvc(repo, "exp", "run", "-S", "eval_samples=60")
+    assert stages_run(result) == ["evaluate"]
+    reset(repo)
+
+
+@pytest.mark.parametrize("override, reason", [
+    ("latent_dim=0", "error: params.yaml: latent_dim = 0 is not allowed; expected an integer >= 1"),
+    ("learning_rate=1e30", "error: training diverged in epoch 1"),
+])  # fmt: skip
+def test_failing_stage_leaves_lock_and_outputs_and_says_why_in_one_line(repo, override, reason):
+    lock, before = (repo / "dvc.lock").read_bytes(), outputs(repo)
+    result = dvc(repo, "exp", "run", "-S", override, check=False)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(reason), result.stderr
+    assert (repo / "dvc.lock").read_bytes() == lock
+    assert outputs(repo) == before
+    reset(repo)
+
+
+def test_metrics_params_and_plots_diff_between_branches_in_a_fresh_clone(repo, tmp_path):
+    git(repo, "branch", "-M", "A")
+    git(repo, "checkout", "-q", "-b", "B")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["latent_dim"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "latent_dim 3")
+
+    clone = Repo(tmp_path / "clone", repo.env)
+    run(repo, "git", "clone", "-q", str(repo.path), str(clone.path))
+    git(clone, "checkout", "-q", "A")
+    assert not (clone / ".dvc" / "cache").exists()  # nothing but git
+
+    metrics = json.loads(dvc(clone, "metrics", "diff", "A", "B", "--json").stdout)
+    changed = metrics["metrics/evaluate.json"]["test_log_px"]
+    assert changed["old"] != changed["new"]
+    assert "best_valid_elbo" in metrics["metrics/train.json"]
+    params_diff = json.loads(dvc(clone, "params", "diff", "A", "B", "--json").stdout)
+    assert {k: params_diff["params.yaml"]["latent_dim"][k] for k in ("old", "new")} == {"old": 2, "new": 3}
+
+    plots = dvc(clone, "plots", "diff", "A", "B", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "posterior.png" in html and "ELBO per epoch" in html, plots.stdout
