@@ -1,0 +1,223 @@
+"""Throughput figures of this machine: training examples/s and evaluation seconds, in one run.
+
+    python benchmarks/benchmark.py            # everything (about 25 minutes on 2 CPU cores)
+    python benchmarks/benchmark.py --quick    # evaluation on 1,000 test images, extrapolated
+
+Prints (no timing is asserted anywhere; compare ratios measured in one run, not absolute
+figures across runs on a noisy host):
+1. the machine's float32 matmul peak (a plain large matmul, XLA-compiled), GFLOP/s;
+2. training examples/s for the default model and a paper-sized one (latent 50, hidden 500-500)
+   at batch 128 and 1024, with one minibatch per compiled call (plain Keras fit + jit_compile)
+   and with the stacked minibatches the train stage uses;
+3. the seed's model shape (latent 128, hidden 256-256, batch 128): this train step against a
+   plain PyTorch loop of the same model (if torch is installed: pip install torch==2.13.0);
+4. importance-sampled log p(x): seconds for k = 1000 and 5000 on the 10k test set, GFLOP/s, and
+   the seed-shaped model at k = 1000 on 1,000 images against the same computation in PyTorch.
+Uses data/prepared/ when it exists, random binary images of the same size otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from stages import devices, train, vae  # noqa: E402
+from stages.likelihood import ImportanceSampler  # noqa: E402
+
+DEFAULT = ("default", 2, [256, 256])
+PAPER = ("paper-sized", 50, [500, 500])
+SEED_SHAPE = ("seed-shaped", 128, [256, 256])
+
+
+def images(split: str, count: int) -> tuple[np.ndarray, str]:
+    path = Path(f"data/prepared/{split}_images.npy")
+    if path.exists():
+        x = np.load(path)
+        if x.max() <= 1:
+            return x[:count], f"data/prepared/{split}_images.npy"
+    rng = np.random.default_rng(0)
+    return (rng.random((count, 784)) < 0.13).astype(np.uint8), "random binary images"
+
+
+def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    product = tf.function(lambda a, b: tf.reduce_sum(a @ b), jit_compile=True)
+    product(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        product(a, b).numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def training_rate(latent_dim, hidden, batch_size, minibatches_per_call, x, epochs=2) -> float:
+    """Examples/s of the last of ``epochs`` epochs (the first one compiles)."""
+    keras.utils.set_random_seed(0)
+    model = train.build_model({"latent_dim": latent_dim, "hidden_units": hidden, "activation": "relu",
+                               "train_samples": 1, "seed": 0}, dynamic_binarization=False)  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    data = train.training_batches(x, batch_size, minibatches_per_call, seed=0)
+    examples = (len(x) // batch_size) * batch_size
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+        seconds.append(time.perf_counter() - start)
+    return examples / seconds[-1]
+
+
+def torch_training_rate(latent_dim, hidden, batch_size, x, epochs=2) -> float | None:
+    """The same model and ELBO as a plain PyTorch loop (the seed's way of training)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+
+    def mlp(sizes):
+        layers = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        return torch.nn.Sequential(*layers[:-1])
+
+    encoder = mlp([784, *hidden, 2 * latent_dim])
+    decoder = mlp([latent_dim, *reversed(hidden), 784])
+    parameters = list(encoder.parameters()) + list(decoder.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3)
+    data = torch.from_numpy(x.astype(np.float32))
+    steps = len(x) // batch_size
+    rates = []
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        start = time.perf_counter()
+        for step in range(steps):
+            batch = data[order[step * batch_size:(step + 1) * batch_size]]
+            loc, raw_scale = encoder(batch).chunk(2, dim=-1)
+            scale = torch.nn.functional.softplus(raw_scale)
+            z = loc + scale * torch.randn_like(loc)
+            logits = decoder(z)
+            log_likelihood = -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, batch, reduction="none").sum(-1)  # fmt: skip
+            kl = (0.5 * (scale**2 + loc**2 - 1) - torch.log(scale)).sum(-1)
+            loss = -(log_likelihood - kl).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        rates.append(steps * batch_size / (time.perf_counter() - start))
+    return rates[-1]
+
+
+def evaluation_seconds(latent_dim, hidden, k, x) -> float:
+    keras.utils.set_random_seed(0)
+    sampler = ImportanceSampler(vae.make_inference_network(latent_dim, hidden, "relu"),
+                                vae.make_generative_network(latent_dim, hidden, "relu"), k, seed=0)  # fmt: skip
+    sampler(x[:64])  # compile
+    start = time.perf_counter()
+    values = sampler(x)
+    seconds = time.perf_counter() - start
+    assert np.all(np.isfinite(values["log_px"]))
+    return seconds
+
+
+def torch_evaluation_seconds(latent_dim, hidden, k, x, batch=8) -> float | None:
+    """log p(x) by importance sampling in PyTorch, ``batch`` images x k samples at a time."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(784, hidden[0]), torch.nn.ReLU(),
+                                  torch.nn.Linear(hidden[0], hidden[1]), torch.nn.ReLU(),
+                                  torch.nn.Linear(hidden[1], 2 * latent_dim))  # fmt: skip
+    decoder = torch.nn.Sequential(torch.nn.Linear(latent_dim, hidden[1]), torch.nn.ReLU(),
+                                  torch.nn.Linear(hidden[1], hidden[0]), torch.nn.ReLU(),
+                                  torch.nn.Linear(hidden[0], 784))  # fmt: skip
+    data = torch.from_numpy(x.astype(np.float32))
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first in range(0, len(x), batch):
+            xb = data[first:first + batch]
+            loc, raw = encoder(xb).unsqueeze(1).chunk(2, dim=-1)
+            scale = torch.nn.functional.softplus(raw)
+            z = loc + scale * torch.randn(len(xb), k, latent_dim)
+            log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+            log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+            logits = decoder(z)
+            log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, xb.unsqueeze(1).expand_as(logits), reduction="none").sum(-1)  # fmt: skip
+            torch.logsumexp(log_lik + log_prior - log_q, dim=1) - math.log(k)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="evaluate 1,000 test images and extrapolate to 10,000")  # fmt: skip
+    args = parser.parse_args()
+
+    print(f"device: {devices.describe()}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    peak = matmul_peak()
+    print(f"matmul peak (2048^3, float32, XLA): {peak:.0f} GFLOP/s\n")
+
+    train_x, source = images("train", 50_000)
+    print(f"training throughput, examples/s (one timed epoch of {len(train_x)} {source}):")
+    print(f"{'model':<12} {'batch':>5}  {'fit, 1 minibatch/call':>22}  {'stacked (train stage)':>22}  "
+          f"{'stack':>5}  {'GFLOP/s':>7}")  # fmt: skip
+    for name, latent_dim, hidden in (DEFAULT, PAPER):
+        for batch_size in (128, 1024):
+            stack = train.stack_size(len(train_x) // batch_size, batch_size)
+            plain = training_rate(latent_dim, hidden, batch_size, 1, train_x)
+            stacked = training_rate(latent_dim, hidden, batch_size, stack, train_x)
+            flops = vae.flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
+            print(f"{name:<12} {batch_size:>5}  {plain:>22,.0f}  {stacked:>22,.0f}  {stack:>5}  {flops:>7.0f}")
+
+    name, latent_dim, hidden = SEED_SHAPE
+    print(f"\nthe seed's model shape (latent {latent_dim}, hidden {hidden}, batch 128), examples/s:")
+    ours = training_rate(latent_dim, hidden, 128, train.stack_size(len(train_x) // 128, 128), train_x)
+    reference = torch_training_rate(latent_dim, hidden, 128, train_x)
+    print(f"  this train step (stacked, XLA): {ours:,.0f}")
+    if reference is None:
+        print("  PyTorch reference loop: skipped (pip install torch==2.13.0 to compare)")
+    else:
+        print(f"  PyTorch reference loop:         {reference:,.0f}")
+        print(f"  ratio: {ours / reference:.2f}x")
+
+    count = 1_000 if args.quick else 10_000
+    test_x, source = images("test", count)
+    scale = 10_000 / count
+    label = " (extrapolated from 1,000)" if args.quick else ""
+    print(f"\nimportance-sampled log p(x) on 10,000 test images{label} ({source}):")
+    for name, latent_dim, hidden in (DEFAULT, PAPER):
+        for k in (1000, 5000):
+            seconds = evaluation_seconds(latent_dim, hidden, k, test_x) * scale
+            counts = vae.flops_per_example(latent_dim, hidden, samples=k)["forward"]
+            rate = counts * 10_000 / seconds / 1e9
+            print(f"  {name:<12} k = {k:>4}: {seconds:7.1f} s  {rate:5.0f} GFLOP/s "
+                  f"({rate / peak:.0%} of the matmul peak)")  # fmt: skip
+
+    name, latent_dim, hidden = SEED_SHAPE
+    seed_x = test_x[:1000].astype(np.float32)
+    ours = evaluation_seconds(latent_dim, hidden, 1000, seed_x)
+    counts = vae.flops_per_example(latent_dim, hidden, samples=1000)["forward"] * len(seed_x) / 1e9
+    print(f"\nthe seed's model shape, k = 1000 on 1,000 test images ({counts:.0f} GFLOP):")
+    print(f"  this evaluation: {ours:.1f} s ({counts / ours:.0f} GFLOP/s)")
+    reference = torch_evaluation_seconds(latent_dim, hidden, 1000, seed_x)
+    if reference is None:
+        print("  PyTorch reference: skipped (pip install torch==2.13.0 to compare)")
+    else:
+        print(f"  PyTorch reference: {reference:.1f} s ({counts / reference:.0f} GFLOP/s); "
+              f"ratio {reference / ours:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
