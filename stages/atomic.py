@@ -53,7 +53,7 @@ class StagedOutputs:
             for staging, _ in self._staged:
                 _remove(staging)
             return
-        for staging, final in self._staged:
+        for staging, _ in self._staged:
             if not staging.exists():
                 raise FileNotFoundError(f"staged output {staging} was never written")
         for staging, final in self._staged:

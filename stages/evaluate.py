@@ -21,7 +21,7 @@ from stages import devices, params, vae
 from stages.atomic import StagedOutputs
 from stages.datasets import load_split
 from stages.likelihood import ImportanceSampler
-from stages.runtime import StageError, log, run_stage
+from stages.runtime import log, run_stage
 
 PARAMS = ["eval_samples", "valid_eval_samples", "seed"]
 MODELS = Path("models")
@@ -69,10 +69,7 @@ def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.Dat
 
 def main() -> None:
     p = params.load(PARAMS)
-    try:
-        inference_network, generative_network = vae.load_networks(MODELS)
-    except FileNotFoundError as e:
-        raise StageError(str(e)) from None
+    inference_network, generative_network = vae.load_networks(MODELS)
     start = time.perf_counter()
     metrics, per_digit = {}, None
     for name, samples_key in SPLITS.items():

@@ -330,12 +330,18 @@ def read_curve(split: str, metric: str) -> pd.DataFrame:
 
 
 def training_curves_figure():
+    """Train and valid ELBO and KL per epoch, with the epoch whose weights were kept (the best
+    valid objective: the ELBO, or the IWAE bound when training with train_samples > 1)."""
+    objective = "iwae" if (LIVE_METRICS / "valid" / "iwae.tsv").exists() else "elbo"
+    valid = read_curve("valid", objective)
+    best = int(valid["step"][valid[objective].idxmax()])
     fig = new_figure("training_curves.png", layout="constrained")
     for ax, metric, title in zip(fig.subplots(1, 2), ("elbo", "kl"),
                                  ("ELBO (nats per example)", "KL(q(z|x) || p(z)) (nats per example)")):  # fmt: skip
         for split, style in (("train", "-"), ("valid", "--")):
             curve = read_curve(split, metric)
             ax.plot(curve["step"], curve[metric], style, label=split)
+        ax.axvline(best, color="grey", linestyle=":", label=f"best valid {objective.upper()} (epoch {best})")
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -380,10 +386,7 @@ def render_all(p: dict, inference_network, generative_network, test, snapshots, 
 
 def main() -> None:
     p = params.load(PARAMS)
-    try:
-        inference_network, generative_network = vae.load_networks(MODELS)
-    except FileNotFoundError as e:
-        raise StageError(str(e)) from None
+    inference_network, generative_network = vae.load_networks(MODELS)
     snapshots = load_snapshots()
     test = load_split("test")
     with StagedOutputs() as out:

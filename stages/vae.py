@@ -22,6 +22,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from stages.runtime import StageError
+
 tfd = tfp.distributions
 
 PIXELS = 784
@@ -70,7 +72,7 @@ def load_networks(directory):
     paths = [Path(directory) / name for name in (INFERENCE_NETWORK_FILE, GENERATIVE_NETWORK_FILE)]
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run the train stage first")
+            raise StageError(f"{path} not found: run the train stage first")
     return tuple(keras.saving.load_model(path, compile=False) for path in paths)
 
 

@@ -1,6 +1,5 @@
 """The model: shapes, the ELBO against a hand computation, analytic KL, the IWAE bound."""
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from stages import vae
