@@ -8,7 +8,8 @@ figures across runs on a noisy host):
 1. the machine's float32 matmul peak (a plain large matmul, XLA-compiled), GFLOP/s;
 2. training examples/s for the default model and a paper-sized one (latent 50, hidden 500-500)
    at batch 128 and 1024, with one minibatch per compiled call (plain Keras fit + jit_compile)
-   and with the stacked minibatches the train stage uses;
+   and with the stacked minibatches the train stage uses, and the input pipeline's own rate
+   (it must be far above the training rate, or it would be the bottleneck);
 3. the seed's model shape (latent 128, hidden 256-256, batch 128): this train step against a
    plain PyTorch loop of the same model (if torch is installed: pip install torch==2.13.0);
 4. importance-sampled log p(x): seconds for k = 1000 and 5000 on the 10k test set, GFLOP/s, and
@@ -74,6 +75,16 @@ def training_rate(latent_dim, hidden, batch_size, minibatches_per_call, x, epoch
         model.fit(data, epochs=1, verbose=0, shuffle=False)
         seconds.append(time.perf_counter() - start)
     return examples / seconds[-1]
+
+
+def input_rate(x, batch_size, minibatches_per_call, epochs=2) -> float:
+    """Examples/s of the training input pipeline alone (shuffle, batch, gather), no model."""
+    data = train.training_batches(x, batch_size, minibatches_per_call, seed=0)
+    for _ in range(epochs):
+        start, examples = time.perf_counter(), 0
+        for batch in data:
+            examples += int(np.prod(batch.shape[:-1]))
+    return examples / (time.perf_counter() - start)
 
 
 def torch_training_rate(latent_dim, hidden, batch_size, x, epochs=2) -> float | None:
@@ -172,14 +183,16 @@ def main() -> None:
     train_x, source = images("train", 50_000)
     print(f"training throughput, examples/s (one timed epoch of {len(train_x)} {source}):")
     print(f"{'model':<12} {'batch':>5}  {'fit, 1 minibatch/call':>22}  {'stacked (train stage)':>22}  "
-          f"{'stack':>5}  {'GFLOP/s':>7}")  # fmt: skip
+          f"{'stack':>5}  {'GFLOP/s':>7}  {'input alone':>11}")  # fmt: skip
     for name, latent_dim, hidden in (DEFAULT, PAPER):
         for batch_size in (128, 1024):
             stack = train.stack_size(len(train_x) // batch_size, batch_size)
             plain = training_rate(latent_dim, hidden, batch_size, 1, train_x)
             stacked = training_rate(latent_dim, hidden, batch_size, stack, train_x)
             flops = vae.flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
-            print(f"{name:<12} {batch_size:>5}  {plain:>22,.0f}  {stacked:>22,.0f}  {stack:>5}  {flops:>7.0f}")
+            feed = input_rate(train_x, batch_size, stack)
+            print(f"{name:<12} {batch_size:>5}  {plain:>22,.0f}  {stacked:>22,.0f}  {stack:>5}  "
+                  f"{flops:>7.0f}  {feed:>11,.0f}")  # fmt: skip
 
     name, latent_dim, hidden = SEED_SHAPE
     print(f"\nthe seed's model shape (latent {latent_dim}, hidden {hidden}, batch 128), examples/s:")
