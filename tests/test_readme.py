@@ -1,0 +1,36 @@
+"""The README's commands stay true: CI runs its test command, its -S keys exist, its images too."""
+import re
+
+from stages import params
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def quickstart_commands() -> list[str]:
+    section = README.split("## Quickstart", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_quickstart_is_two_commands_one_for_the_pipeline_one_for_the_tests():
+    commands = quickstart_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("&& dvc repro") and "pip install -r requirements.txt" in commands[0]
+    assert commands[1].endswith("&& python -m pytest") and "pip install -r requirements.txt" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_lines = (REPO / ".ci/run").read_text().splitlines()
+    assert quickstart_commands()[1] in ci_lines
+
+
+def test_every_overridden_key_in_the_readme_exists():
+    keys = set(re.findall(r"-S '?(\w+)=", README))
+    assert {"latent_dim", "binarization", "hidden_units"} <= keys
+    assert keys <= set(params.SCHEMA)
+
+
+def test_images_in_the_readme_exist():
+    for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
+        assert (REPO / path).exists(), path
