@@ -1,5 +1,6 @@
 import os
 import sys
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
@@ -39,18 +40,6 @@ def write_params(directory: Path, **overrides) -> Path:
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return path
-
-
-class chdir:
-    def __init__(self, directory):
-        self.directory = directory
-
-    def __enter__(self):
-        self.previous = os.getcwd()
-        os.chdir(self.directory)
-
-    def __exit__(self, *exc):
-        os.chdir(self.previous)
 
 
 def make_workspace(directory: Path, train: bool = True, **overrides) -> Path:
