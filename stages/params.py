@@ -133,7 +133,11 @@ def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
         try:
             values[key] = param.check(raw[key])
         except (ValueError, TypeError):
-            raise ParamError(
-                f"{path}: {key} = {raw[key]!r} is not allowed; expected {param.allowed}"
-            ) from None
+            raise not_allowed(key, raw[key], param.allowed, path) from None
     return values
+
+
+def not_allowed(key: str, value: Any, allowed: str, path: Path = PARAMS_FILE) -> ParamError:
+    """The one-line error for a value of ``key`` that is not allowed (also for checks that need
+    the data, such as a batch larger than the training set)."""
+    return ParamError(f"{path}: {key} = {value!r} is not allowed; expected {allowed}")

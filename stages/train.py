@@ -215,8 +215,8 @@ def fit(p: dict, train: Split, valid: Split, snapshot_images: np.ndarray,
         report=log, minibatches_per_call: int | None = None) -> TrainingRun:
     """Train with ``p`` (validated train params) and return the model with the best weights."""
     if p["batch_size"] > len(train.images):
-        raise params.ParamError(f"params.yaml: batch_size = {p['batch_size']} is not allowed; "
-                                f"expected at most the {len(train.images)} training images")  # fmt: skip
+        raise params.not_allowed("batch_size", p["batch_size"],
+                                 f"at most the {len(train.images)} training images")  # fmt: skip
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     steps = len(train.images) // p["batch_size"]
