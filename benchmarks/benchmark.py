@@ -16,6 +16,7 @@ figures across runs on a noisy host):
    the seed-shaped model at k = 1000 on 1,000 images against the same computation in PyTorch.
 Uses data/prepared/ when it exists, random binary images of the same size otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,16 @@ def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
 def training_rate(latent_dim, hidden, batch_size, minibatches_per_call, x, epochs=2) -> float:
     """Examples/s of the last of ``epochs`` epochs (the first one compiles)."""
     keras.utils.set_random_seed(0)
-    model = train.build_model({"latent_dim": latent_dim, "hidden_units": hidden, "activation": "relu",
-                               "train_samples": 1, "seed": 0}, dynamic_binarization=False)  # fmt: skip
+    model = train.build_model(
+        {
+            "latent_dim": latent_dim,
+            "hidden_units": hidden,
+            "activation": "relu",
+            "train_samples": 1,
+            "seed": 0,
+        },
+        dynamic_binarization=False,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
     data = train.training_batches(x, batch_size, minibatches_per_call, seed=0)
     examples = (len(x) // batch_size) * batch_size
@@ -112,13 +121,14 @@ def torch_training_rate(latent_dim, hidden, batch_size, x, epochs=2) -> float | 
         order = torch.randperm(len(x))
         start = time.perf_counter()
         for step in range(steps):
-            batch = data[order[step * batch_size:(step + 1) * batch_size]]
+            batch = data[order[step * batch_size : (step + 1) * batch_size]]
             loc, raw_scale = encoder(batch).chunk(2, dim=-1)
             scale = torch.nn.functional.softplus(raw_scale)
             z = loc + scale * torch.randn_like(loc)
             logits = decoder(z)
             log_likelihood = -torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, batch, reduction="none").sum(-1)  # fmt: skip
+                logits, batch, reduction="none"
+            ).sum(-1)
             kl = (0.5 * (scale**2 + loc**2 - 1) - torch.log(scale)).sum(-1)
             loss = -(log_likelihood - kl).mean()
             optimizer.zero_grad()
@@ -130,8 +140,12 @@ def torch_training_rate(latent_dim, hidden, batch_size, x, epochs=2) -> float | 
 
 def evaluation_seconds(latent_dim, hidden, k, x) -> float:
     keras.utils.set_random_seed(0)
-    sampler = ImportanceSampler(vae.make_inference_network(latent_dim, hidden, "relu"),
-                                vae.make_generative_network(latent_dim, hidden, "relu"), k, seed=0)  # fmt: skip
+    sampler = ImportanceSampler(
+        vae.make_inference_network(latent_dim, hidden, "relu"),
+        vae.make_generative_network(latent_dim, hidden, "relu"),
+        k,
+        seed=0,
+    )
     sampler(x[:64])  # compile
     start = time.perf_counter()
     values = sampler(x)
@@ -147,17 +161,25 @@ def torch_evaluation_seconds(latent_dim, hidden, k, x, batch=8) -> float | None:
     except ImportError:
         return None
     torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Linear(784, hidden[0]), torch.nn.ReLU(),
-                                  torch.nn.Linear(hidden[0], hidden[1]), torch.nn.ReLU(),
-                                  torch.nn.Linear(hidden[1], 2 * latent_dim))  # fmt: skip
-    decoder = torch.nn.Sequential(torch.nn.Linear(latent_dim, hidden[1]), torch.nn.ReLU(),
-                                  torch.nn.Linear(hidden[1], hidden[0]), torch.nn.ReLU(),
-                                  torch.nn.Linear(hidden[0], 784))  # fmt: skip
+    encoder = torch.nn.Sequential(
+        torch.nn.Linear(784, hidden[0]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden[0], hidden[1]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden[1], 2 * latent_dim),
+    )
+    decoder = torch.nn.Sequential(
+        torch.nn.Linear(latent_dim, hidden[1]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden[1], hidden[0]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden[0], 784),
+    )
     data = torch.from_numpy(x.astype(np.float32))
     start = time.perf_counter()
     with torch.no_grad():
         for first in range(0, len(x), batch):
-            xb = data[first:first + batch]
+            xb = data[first : first + batch]
             loc, raw = encoder(xb).unsqueeze(1).chunk(2, dim=-1)
             scale = torch.nn.functional.softplus(raw)
             z = loc + scale * torch.randn(len(xb), k, latent_dim)
@@ -165,15 +187,17 @@ def torch_evaluation_seconds(latent_dim, hidden, k, x, batch=8) -> float | None:
             log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
             logits = decoder(z)
             log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, xb.unsqueeze(1).expand_as(logits), reduction="none").sum(-1)  # fmt: skip
+                logits, xb.unsqueeze(1).expand_as(logits), reduction="none"
+            ).sum(-1)
             torch.logsumexp(log_lik + log_prior - log_q, dim=1) - math.log(k)
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="evaluate 1,000 test images and extrapolate to 10,000")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="evaluate 1,000 test images and extrapolate to 10,000"
+    )
     args = parser.parse_args()
 
     print(f"device: {devices.describe()}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
@@ -182,8 +206,10 @@ def main() -> None:
 
     train_x, source = images("train", 50_000)
     print(f"training throughput, examples/s (one timed epoch of {len(train_x)} {source}):")
-    print(f"{'model':<12} {'batch':>5}  {'fit, 1 minibatch/call':>22}  {'stacked (train stage)':>22}  "
-          f"{'stack':>5}  {'GFLOP/s':>7}  {'input alone':>11}")  # fmt: skip
+    print(
+        f"{'model':<12} {'batch':>5}  {'fit, 1 minibatch/call':>22}  "
+        f"{'stacked (train stage)':>22}  {'stack':>5}  {'GFLOP/s':>7}  {'input alone':>11}"
+    )
     for name, latent_dim, hidden in (DEFAULT, PAPER):
         for batch_size in (128, 1024):
             stack = train.stack_size(len(train_x) // batch_size, batch_size)
@@ -191,12 +217,18 @@ def main() -> None:
             stacked = training_rate(latent_dim, hidden, batch_size, stack, train_x)
             flops = vae.flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
             feed = input_rate(train_x, batch_size, stack)
-            print(f"{name:<12} {batch_size:>5}  {plain:>22,.0f}  {stacked:>22,.0f}  {stack:>5}  "
-                  f"{flops:>7.0f}  {feed:>11,.0f}")  # fmt: skip
+            print(
+                f"{name:<12} {batch_size:>5}  {plain:>22,.0f}  {stacked:>22,.0f}  {stack:>5}  "
+                f"{flops:>7.0f}  {feed:>11,.0f}"
+            )
 
     name, latent_dim, hidden = SEED_SHAPE
-    print(f"\nthe seed's model shape (latent {latent_dim}, hidden {hidden}, batch 128), examples/s:")
-    ours = training_rate(latent_dim, hidden, 128, train.stack_size(len(train_x) // 128, 128), train_x)
+    print(
+        f"\nthe seed's model shape (latent {latent_dim}, hidden {hidden}, batch 128), examples/s:"
+    )
+    ours = training_rate(
+        latent_dim, hidden, 128, train.stack_size(len(train_x) // 128, 128), train_x
+    )
     reference = torch_training_rate(latent_dim, hidden, 128, train_x)
     print(f"  this train step (stacked, XLA): {ours:,.0f}")
     if reference is None:
@@ -215,8 +247,10 @@ def main() -> None:
             seconds = evaluation_seconds(latent_dim, hidden, k, test_x) * scale
             counts = vae.flops_per_example(latent_dim, hidden, samples=k)["forward"]
             rate = counts * 10_000 / seconds / 1e9
-            print(f"  {name:<12} k = {k:>4}: {seconds:7.1f} s  {rate:5.0f} GFLOP/s "
-                  f"({rate / peak:.0%} of the matmul peak)")  # fmt: skip
+            print(
+                f"  {name:<12} k = {k:>4}: {seconds:7.1f} s  {rate:5.0f} GFLOP/s "
+                f"({rate / peak:.0%} of the matmul peak)"
+            )
 
     name, latent_dim, hidden = SEED_SHAPE
     seed_x = test_x[:1000].astype(np.float32)
@@ -228,8 +262,10 @@ def main() -> None:
     if reference is None:
         print("  PyTorch reference: skipped (pip install torch==2.13.0 to compare)")
     else:
-        print(f"  PyTorch reference: {reference:.1f} s ({counts / reference:.0f} GFLOP/s); "
-              f"ratio {reference / ours:.2f}x")  # fmt: skip
+        print(
+            f"  PyTorch reference: {reference:.1f} s ({counts / reference:.0f} GFLOP/s); "
+            f"ratio {reference / ours:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ into place only after the last one is written. A stage that fails (bad param, ba
 diverged training run) therefore leaves the outputs of the previous run as they were; dvc.yaml
 marks the outputs ``persist: true`` so that DVC does not delete them before the stage starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,7 @@ class StagedOutputs:
         """Stage ``data`` as pretty-printed JSON (stable key order, newline at the end)."""
         self.file(final).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
-    def __enter__(self) -> "StagedOutputs":
+    def __enter__(self) -> StagedOutputs:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -1,10 +1,11 @@
-"""The prepared splits of binarized MNIST, as the prepare stage writes them and later stages read them.
+"""The prepared splits of binarized MNIST: written by the prepare stage, read by later stages.
 
 data/prepared/ holds, for split in train, valid, test: ``{split}_images.npy`` (N, 784) uint8 and
 ``{split}_labels.npy`` (N,) uint8, plus ``info.json``. Images are binary (0/1) except the train
 images of ``dynamic`` binarization, which are the uint8 intensities (0..255) that the train stage
 re-draws as Bernoulli(pixel / 255) every epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,12 @@ def load_split(name: str, directory: Path = PREPARED) -> Split:
     images = np.load(directory / f"{name}_images.npy")
     labels = np.load(directory / f"{name}_labels.npy")
     if images.ndim != 2 or images.shape[1] != PIXELS or images.dtype != np.uint8:
-        raise StageError(f"{directory}/{name}_images.npy: expected (N, 784) uint8, "
-                         f"got {images.shape} {images.dtype}")  # fmt: skip
+        raise StageError(
+            f"{directory}/{name}_images.npy: expected (N, 784) uint8, "
+            f"got {images.shape} {images.dtype}"
+        )
     if labels.shape != images.shape[:1]:
-        raise StageError(f"{directory}/{name}_labels.npy: {labels.shape[0]} labels for "
-                         f"{images.shape[0]} images")  # fmt: skip
+        raise StageError(
+            f"{directory}/{name}_labels.npy: {labels.shape[0]} labels for {images.shape[0]} images"
+        )
     return Split(name, images, labels, info["pixels"][name])

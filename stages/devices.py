@@ -3,6 +3,7 @@
 One GPU: TensorFlow places everything on it. Several GPUs: ``tf.distribute.MirroredStrategy``
 (the model code takes the strategy as given and assumes no device). No GPU: the CPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,9 @@ def describe(strategy: tf.distribute.Strategy | None = None) -> str:
     if gpus:
         names = sorted({gpu_name(g) for g in gpus})
         count = f"{len(gpus)} x " if len(gpus) > 1 else ""
-        return f"GPU: {count}{', '.join(names)}" + (f" ({replicas} replicas)" if replicas > 1 else "")
+        return f"GPU: {count}{', '.join(names)}" + (
+            f" ({replicas} replicas)" if replicas > 1 else ""
+        )
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     suffix = f", {replicas} replicas" if replicas > 1 else ""
     return f"CPU: {cpu_name()} ({threads} threads{suffix})"

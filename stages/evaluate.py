@@ -8,6 +8,7 @@ from models/ (not the training code's objects) and the prepared splits. Writes
                           (nats per example, means over the split)
   metrics/per_digit.csv   mean log p(x), ELBO and KL of the test digits, by label
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,10 @@ def evaluate_split(sampler: ImportanceSampler, images: np.ndarray, name: str, re
     def progress(done, total):
         if done / total >= next_report[0] or done == total:
             elapsed = time.perf_counter() - start
-            report(f"{name}: {done}/{total} examples, k = {sampler.k}, {elapsed:.0f} s elapsed, "
-                   f"about {elapsed / done * (total - done):.0f} s left")  # fmt: skip
+            report(
+                f"{name}: {done}/{total} examples, k = {sampler.k}, {elapsed:.0f} s elapsed, "
+                f"about {elapsed / done * (total - done):.0f} s left"
+            )
             next_report[0] = math.floor(done / total * 10 + 1) / 10
 
     return sampler(images.astype(np.float32), progress=progress)
@@ -58,12 +61,20 @@ def split_metrics(name: str, values: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
-    frame = pd.DataFrame({"digit": labels.astype(int), "log_px": values["log_px"],
-                          "elbo": values["elbo"], "kl": values["kl"]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "digit": labels.astype(int),
+            "log_px": values["log_px"],
+            "elbo": values["elbo"],
+            "kl": values["kl"],
+        }
+    )
     table = frame.groupby("digit").agg(
-        examples=("log_px", "size"), log_px=("log_px", "mean"), elbo=("elbo", "mean"),
+        examples=("log_px", "size"),
+        log_px=("log_px", "mean"),
+        elbo=("elbo", "mean"),
         kl=("kl", "mean"),
-    )  # fmt: skip
+    )
     return table.reset_index().round(4)
 
 
@@ -74,12 +85,15 @@ def main() -> None:
     metrics, per_digit = {}, None
     for name, samples_key in SPLITS.items():
         split = load_split(name)
-        sampler = ImportanceSampler(inference_network, generative_network, p[samples_key],
-                                    p["seed"] + SPLIT_STREAM[name])  # fmt: skip
+        sampler = ImportanceSampler(
+            inference_network, generative_network, p[samples_key], p["seed"] + SPLIT_STREAM[name]
+        )
         values = evaluate_split(sampler, split.images, name)
         metrics.update(split_metrics(name, values))
-        log(f"{name}: ELBO {metrics[f'{name}_elbo']:.2f}, log p(x) {metrics[f'{name}_log_px']:.2f} "
-            f"nats (k = {p[samples_key]})")  # fmt: skip
+        log(
+            f"{name}: ELBO {metrics[f'{name}_elbo']:.2f}, log p(x) {metrics[f'{name}_log_px']:.2f} "
+            f"nats (k = {p[samples_key]})"
+        )
         if name == "test":
             per_digit = per_digit_table(split.labels, values)
     metrics["eval_samples"] = p["eval_samples"]

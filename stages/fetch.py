@@ -2,6 +2,7 @@
 
 Writes data/raw/mnist/{train,test}_{images,labels}.npy (60k train then 10k test). Reads no params.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,10 @@ def main() -> None:
         directory = out.directory(OUTPUT)
         for name, array in arrays.items():
             np.save(directory / f"{name}.npy", array)
-    log(f"wrote {OUTPUT}/: {len(arrays['train_images'])} train and "
-        f"{len(arrays['test_images'])} test images")  # fmt: skip
+    log(
+        f"wrote {OUTPUT}/: {len(arrays['train_images'])} train and "
+        f"{len(arrays['test_images'])} test images"
+    )
 
 
 if __name__ == "__main__":

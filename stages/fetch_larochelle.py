@@ -5,6 +5,7 @@ and writes data/raw/larochelle/{train,valid,test}_images.npy (uint8 0/1, 784 pix
 with any other value it writes only a note saying the files were not requested, so the default
 pipeline never needs the network for them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

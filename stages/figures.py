@@ -13,6 +13,7 @@ latent_dim 2 plots z1, z2 themselves. More dimensions are shown along the two le
 directions of the posterior means (PCA, said so on every figure); latent_dim 1 plots z1 against
 the digit.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,7 +77,7 @@ class LatentView:
     explained: tuple[float, float] | None  # their shares of the posterior means' variance
 
     @classmethod
-    def fit(cls, posterior_means: np.ndarray) -> "LatentView":
+    def fit(cls, posterior_means: np.ndarray) -> LatentView:
         latent_dim = posterior_means.shape[1]
         if latent_dim <= 2:
             return cls(latent_dim, None, None)
@@ -100,8 +101,10 @@ class LatentView:
             return "z1", "digit (jittered)"
         if self.latent_dim == 2:
             return "z1", "z2"
-        return (f"principal direction 1 ({self.explained[0]:.0%} of variance)",
-                f"principal direction 2 ({self.explained[1]:.0%} of variance)")  # fmt: skip
+        return (
+            f"principal direction 1 ({self.explained[0]:.0%} of variance)",
+            f"principal direction 2 ({self.explained[1]:.0%} of variance)",
+        )
 
     def note(self) -> str:
         if self.latent_dim <= 2:
@@ -112,18 +115,32 @@ class LatentView:
 def scatter_digits(ax, xy: np.ndarray, labels: np.ndarray, size: float = 3.0):
     for digit in range(10):
         chosen = labels == digit
-        ax.scatter(xy[chosen, 0], xy[chosen, 1], s=size, color=DIGIT_COLOURS(digit),
-                   alpha=0.6, linewidths=0, label=str(digit), rasterized=True)  # fmt: skip
+        ax.scatter(
+            xy[chosen, 0],
+            xy[chosen, 1],
+            s=size,
+            color=DIGIT_COLOURS(digit),
+            alpha=0.6,
+            linewidths=0,
+            label=str(digit),
+            rasterized=True,
+        )
 
 
 def digit_legend(ax, fig=None):
     """A legend of the digit colours right of ``ax`` (or, with ``fig``, right of the figure)."""
     if fig is None:
-        legend = ax.legend(title="digit", markerscale=4, loc="upper left", bbox_to_anchor=(1.01, 1),
-                           frameon=False)  # fmt: skip
+        legend = ax.legend(
+            title="digit", markerscale=4, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False
+        )
     else:
-        legend = fig.legend(*ax.get_legend_handles_labels(), title="digit", markerscale=4,
-                            loc="outside right upper", frameon=False)  # fmt: skip
+        legend = fig.legend(
+            *ax.get_legend_handles_labels(),
+            title="digit",
+            markerscale=4,
+            loc="outside right upper",
+            frameon=False,
+        )
     for handle in legend.legend_handles:
         handle.set_alpha(1)
 
@@ -178,8 +195,10 @@ def posterior_training(snapshots, view: LatentView, rng):
     """(small-multiples figure, GIF bytes) of the posterior means during training."""
     epochs, labels = snapshots["epochs"], snapshots["labels"]
     jitter_rng = np.random.default_rng(rng.integers(2**32))
-    coordinates = [view.coordinates(m, labels, np.random.default_rng(jitter_rng.integers(2**32)))
-                   for m in snapshots["posterior_means"]]  # fmt: skip
+    coordinates = [
+        view.coordinates(m, labels, np.random.default_rng(jitter_rng.integers(2**32)))
+        for m in snapshots["posterior_means"]
+    ]
     limits = shared_limits(np.concatenate(coordinates))
     note = f" ({view.note()})" if view.note() else ""
     x_label, y_label = view.axis_labels()
@@ -188,13 +207,18 @@ def posterior_training(snapshots, view: LatentView, rng):
     panels = snapshot_frames(len(epochs), PANELS)
     axes = fig.subplots(2, PANELS // 2, sharex=True, sharey=True).ravel()
     for ax, index in zip(axes, panels):
-        training_snapshot_axes(ax, coordinates[index], labels, limits, int(epochs[index]), view, True)
-    for ax in axes[len(panels):]:
+        training_snapshot_axes(
+            ax, coordinates[index], labels, limits, int(epochs[index]), view, True
+        )
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.supxlabel(x_label, fontsize=9)
     fig.supylabel(y_label, fontsize=9)
-    fig.suptitle(f"Approximate posterior during training: means of q(z|x) of {len(labels)} "
-                 f"test digits{note}", fontsize=11)  # fmt: skip
+    fig.suptitle(
+        f"Approximate posterior during training: means of q(z|x) of {len(labels)} "
+        f"test digits{note}",
+        fontsize=11,
+    )
     digit_legend(axes[0], fig)
 
     frames = []
@@ -206,10 +230,19 @@ def posterior_training(snapshots, view: LatentView, rng):
         digit_legend(ax)
         frames.append(render_rgb(frame))
     gif = io.BytesIO()
-    images = [Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT) for f in frames]
+    images = [
+        Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT) for f in frames
+    ]
     durations = [800] + [250] * (len(images) - 2) + [2000] if len(images) > 1 else [2000]
-    images[0].save(gif, format="GIF", save_all=True, append_images=images[1:],
-                   duration=durations, loop=0, optimize=False)  # fmt: skip
+    images[0].save(
+        gif,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=durations,
+        loop=0,
+        optimize=False,
+    )
     return fig, gif.getvalue()
 
 
@@ -263,13 +296,21 @@ def manifold_figure(generative_network, grid: int, view: LatentView):
         "-3 to 3 along the two leading principal directions of the posterior means;\n"
         f"the other {view.latent_dim - 2} coordinates at the prior mean 0",
     )
-    ax.set_title(f"Prior predictive: Bernoulli means E[x|z] decoded on a {rows} x {cols} grid,\n"
-                 f"{where}", fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"Prior predictive: Bernoulli means E[x|z] decoded on a {rows} x {cols} grid,\n{where}",
+        fontsize=10,
+    )
     if rows > 1:
         # each tile is centred on its grid value: the image spans half a step beyond -3 and 3
         edge = GRID_LIMIT + (values[1] - values[0]) / 2
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, extent=(-edge, edge, -edge, edge),
-                  interpolation="nearest")  # fmt: skip
+        ax.imshow(
+            image,
+            cmap="gray_r",
+            vmin=0,
+            vmax=1,
+            extent=(-edge, edge, -edge, edge),
+            interpolation="nearest",
+        )
         x_label, y_label = view.axis_labels()
         ax.set(xlabel=x_label, ylabel=y_label)
     else:
@@ -281,19 +322,24 @@ def manifold_figure(generative_network, grid: int, view: LatentView):
 
 
 def reconstructions_figure(inference_network, generative_network, images, labels, rng):
-    """One test digit of each class: data, posterior-predictive mean, a posterior-predictive sample."""
-    chosen = np.array([rng.choice(np.flatnonzero(labels == d)) for d in range(10)
-                       if np.any(labels == d)])  # fmt: skip
+    """One test digit of each class: data, posterior-predictive mean and a sample of it."""
+    chosen = np.array(
+        [rng.choice(np.flatnonzero(labels == d)) for d in range(10) if np.any(labels == d)]
+    )
     x = images[chosen].astype(np.float32)
     loc, scale = (t.numpy() for t in inference_network(tf.constant(x)))
     eps = rng.standard_normal((16, *loc.shape)).astype(np.float32)
     z = loc + scale * eps  # 16 draws of z ~ q(z|x) for each digit
-    means = bernoulli_means(generative_network, z.reshape(-1, loc.shape[1])).reshape(16, len(x), 28, 28)
+    means = bernoulli_means(generative_network, z.reshape(-1, loc.shape[1])).reshape(
+        16, len(x), 28, 28
+    )
     predictive_mean = means.mean(axis=0)
     predictive_sample = (rng.random(means[0].shape) < means[0]).astype(np.float32)
-    rows = [("data x", x.reshape(-1, 28, 28)),
-            ("E[x|z], z ~ q(z|x)\n(mean of 16 z)", predictive_mean),
-            ("x ~ p(x|z), z ~ q(z|x)\n(one sample)", predictive_sample)]  # fmt: skip
+    rows = [
+        ("data x", x.reshape(-1, 28, 28)),
+        ("E[x|z], z ~ q(z|x)\n(mean of 16 z)", predictive_mean),
+        ("x ~ p(x|z), z ~ q(z|x)\n(one sample)", predictive_sample),
+    ]
     fig = new_figure("reconstructions.png", layout="constrained")
     axes = fig.subplots(len(rows), 1)
     for ax, (name, row) in zip(axes, rows):
@@ -310,14 +356,22 @@ def prior_samples_figure(generative_network, latent_dim, rng, count=8):
     means = bernoulli_means(generative_network, z)
     samples = (rng.random(means.shape) < means).astype(np.float32)
     fig = new_figure("prior_samples.png", layout="constrained")
-    for ax, (name, images) in zip(fig.subplots(1, 2),
-                                  (("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples))):  # fmt: skip
-        ax.imshow(tile(images.reshape(count, count, 28, 28)), cmap="gray_r", vmin=0, vmax=1,
-                  interpolation="nearest")  # fmt: skip
+    for ax, (name, images) in zip(
+        fig.subplots(1, 2), (("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples))
+    ):
+        ax.imshow(
+            tile(images.reshape(count, count, 28, 28)),
+            cmap="gray_r",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Prior predictive: {count * count} draws z ~ N(0, I) decoded by p(x|z)", fontsize=11)
+    fig.suptitle(
+        f"Prior predictive: {count * count} draws z ~ N(0, I) decoded by p(x|z)", fontsize=11
+    )
     return fig
 
 
@@ -336,12 +390,20 @@ def training_curves_figure():
     valid = read_curve("valid", objective)
     best = int(valid["step"][valid[objective].idxmax()])
     fig = new_figure("training_curves.png", layout="constrained")
-    for ax, metric, title in zip(fig.subplots(1, 2), ("elbo", "kl"),
-                                 ("ELBO (nats per example)", "KL(q(z|x) || p(z)) (nats per example)")):  # fmt: skip
+    for ax, metric, title in zip(
+        fig.subplots(1, 2),
+        ("elbo", "kl"),
+        ("ELBO (nats per example)", "KL(q(z|x) || p(z)) (nats per example)"),
+    ):
         for split, style in (("train", "-"), ("valid", "--")):
             curve = read_curve(split, metric)
             ax.plot(curve["step"], curve[metric], style, label=split)
-        ax.axvline(best, color="grey", linestyle=":", label=f"best valid {objective.upper()} (epoch {best})")
+        ax.axvline(
+            best,
+            color="grey",
+            linestyle=":",
+            label=f"best valid {objective.upper()} (epoch {best})",
+        )
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -371,16 +433,26 @@ def render_all(p: dict, inference_network, generative_network, test, snapshots, 
     test_x = tf.constant(test.images.astype(np.float32))
     means = inference_network(test_x)[0].numpy()
     view = LatentView.fit(means)
-    log(f"latent_dim {latent_dim}: " + (view.note() or "plotting the latent coordinates themselves"))
+    log(
+        f"latent_dim {latent_dim}: " + (view.note() or "plotting the latent coordinates themselves")
+    )
 
     save_png(posterior_figure(means, test.labels, view, rng), directory / "posterior.png")
     small_multiples, gif = posterior_training(snapshots, view, rng)
     save_png(small_multiples, directory / "posterior_training.png")
     (directory / "posterior_training.gif").write_bytes(gif)
-    save_png(manifold_figure(generative_network, p["manifold_grid"], view)[0], directory / "manifold.png")
-    save_png(reconstructions_figure(inference_network, generative_network, test.images, test.labels,
-                                    rng), directory / "reconstructions.png")  # fmt: skip
-    save_png(prior_samples_figure(generative_network, latent_dim, rng), directory / "prior_samples.png")
+    save_png(
+        manifold_figure(generative_network, p["manifold_grid"], view)[0], directory / "manifold.png"
+    )
+    save_png(
+        reconstructions_figure(
+            inference_network, generative_network, test.images, test.labels, rng
+        ),
+        directory / "reconstructions.png",
+    )
+    save_png(
+        prior_samples_figure(generative_network, latent_dim, rng), directory / "prior_samples.png"
+    )
     save_png(training_curves_figure(), directory / "training_curves.png")
 
 

@@ -13,10 +13,11 @@ on that grid: the eps of tile t, block b come from the stateless seed (seed, t *
 the numbers depend on (seed, k) only, not on how many tiles a call takes: chunked and unchunked
 computation give the same values (up to float rounding of the sums).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -51,8 +52,12 @@ class ImportanceSampler:
 
     def eps(self, tile, block):
         """eps ~ N(0, I) for one tile and one block: (block size, TILE, L)."""
-        seed = tf.stack([tf.constant(self.seed, tf.int64),
-                         tf.cast(tile, tf.int64) * MAX_BLOCKS + tf.cast(block, tf.int64)])
+        seed = tf.stack(
+            [
+                tf.constant(self.seed, tf.int64),
+                tf.cast(tile, tf.int64) * MAX_BLOCKS + tf.cast(block, tf.int64),
+            ]
+        )
         return vae.standard_normal([self.block, TILE, self.latent_dim], seed)
 
     def _tiles(self, x, tile_ids):
@@ -75,7 +80,12 @@ class ImportanceSampler:
             running_sum = running_sum * tf.exp(running_max - new_max) + tf.reduce_sum(
                 tf.exp(log_weights - new_max), axis=0
             )
-            return b + 1, new_max, running_sum, log_likelihood_sum + tf.reduce_sum(log_px_given_z, 0)
+            return (
+                b + 1,
+                new_max,
+                running_sum,
+                log_likelihood_sum + tf.reduce_sum(log_px_given_z, 0),
+            )
 
         _, running_max, running_sum, log_likelihood_sum = tf.while_loop(
             lambda b, *_: b < self.blocks,
@@ -90,8 +100,12 @@ class ImportanceSampler:
             "kl": kl,
         }
 
-    def __call__(self, images: np.ndarray, tiles_per_call: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    def __call__(
+        self,
+        images: np.ndarray,
+        tiles_per_call: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Per-example values (nats) for ``images`` (N, 784) in {0, 1}; examples are numbered
         from 0 in the order given, which fixes their random draws."""
         tiles_per_call = tiles_per_call or default_tiles_per_call()
@@ -109,4 +123,3 @@ class ImportanceSampler:
             if progress:
                 progress(min((ids[-1] + 1) * TILE, n), n)
         return {name: np.concatenate(values)[:n] for name, values in parts.items()}
-

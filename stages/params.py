@@ -5,13 +5,15 @@ anything. A bad value stops the stage with a ``ParamError`` that names the key, 
 what is allowed; a key that no stage knows (a typo such as ``latnet_dim``) is an error too,
 because DVC would otherwise run an experiment that silently ignores it.
 """
+
 from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -121,9 +123,7 @@ def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), SCHEMA, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ParamError(
-            f"{path}: unknown key {key!r}{hint}; known keys: {', '.join(SCHEMA)}"
-        )
+        raise ParamError(f"{path}: unknown key {key!r}{hint}; known keys: {', '.join(SCHEMA)}")
 
     values = {}
     for key in keys:

@@ -13,6 +13,7 @@ Params: ``binarization`` and ``binarization_seed``.
   MNIST image (no pixel on where the intensity is 0).
 Same params give byte-identical outputs.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ def threshold(intensities: np.ndarray) -> np.ndarray:
 def larochelle_labels(fixed: np.ndarray, intensities: np.ndarray, labels: np.ndarray, split: str):
     """The MNIST labels, once every fixed image is shown to be a draw of its MNIST image."""
     if fixed.shape != intensities.shape:
-        raise DataError(f"larochelle {split}: {fixed.shape} images, MNIST {split} has "
-                        f"{intensities.shape}")  # fmt: skip
+        raise DataError(
+            f"larochelle {split}: {fixed.shape} images, MNIST {split} has {intensities.shape}"
+        )
     impossible = np.any(fixed > (intensities > 0), axis=1)
     if impossible.any():
         raise DataError(
@@ -69,11 +71,17 @@ def larochelle_labels(fixed: np.ndarray, intensities: np.ndarray, labels: np.nda
     return labels
 
 
-def prepare(raw: dict[str, np.ndarray], binarization: str, seed: int,
-            fixed: dict[str, np.ndarray] | None = None):
+def prepare(
+    raw: dict[str, np.ndarray],
+    binarization: str,
+    seed: int,
+    fixed: dict[str, np.ndarray] | None = None,
+):
     """{split: (images, labels)} and {split: BINARY | INTENSITY} for one binarization."""
     mnist = split_mnist(raw)
-    rngs = dict(zip(SPLITS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))))
+    rngs = dict(
+        zip(SPLITS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)))
+    )
     splits, pixels = {}, {}
     for name, (intensities, labels) in mnist.items():
         kind = BINARY
@@ -107,8 +115,11 @@ def main() -> None:
     raw = load_raw()
     fixed = None
     if p["binarization"] == "larochelle":
-        fixed = {s: np.load(RAW_LAROCHELLE / f"{s}_images.npy") for s in SPLITS
-                 if (RAW_LAROCHELLE / f"{s}_images.npy").exists()}  # fmt: skip
+        fixed = {
+            s: np.load(RAW_LAROCHELLE / f"{s}_images.npy")
+            for s in SPLITS
+            if (RAW_LAROCHELLE / f"{s}_images.npy").exists()
+        }
     log(f"binarization {p['binarization']}, seed {p['binarization_seed']}")
     splits, pixels = prepare(raw, p["binarization"], p["binarization_seed"], fixed)
     info = {

@@ -1,9 +1,10 @@
 """What every stage shares at run time: progress logging and clean one-line failures."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 _START = time.monotonic()
 

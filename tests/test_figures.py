@@ -1,4 +1,5 @@
 """The figures stage on fixture models with latent_dim 1, 2 and 5."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +12,9 @@ from tests.conftest import chdir, make_workspace
 @pytest.fixture(scope="module", params=[1, 2, 5])
 def rendered(request, tmp_path_factory):
     latent_dim = request.param
-    workspace = make_workspace(tmp_path_factory.mktemp(f"latent{latent_dim}"), latent_dim=latent_dim, epochs=2)
+    workspace = make_workspace(
+        tmp_path_factory.mktemp(f"latent{latent_dim}"), latent_dim=latent_dim, epochs=2
+    )
     with chdir(workspace):
         figures.main()
     return latent_dim, workspace

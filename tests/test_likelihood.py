@@ -1,5 +1,6 @@
 """The importance-sampled log p(x): exact on a model where log p(x) can be computed, a bound
 above the ELBO, rising with k, and independent of how the work is chunked."""
+
 import json
 import math
 
@@ -57,7 +58,7 @@ def test_is_estimate_matches_exact_log_px_and_elbo_is_below(one_dimensional_mode
     for i in range(len(x)):
         # q = a Gaussian with the posterior's mean and sd: tolerance 0.01 nats
         set_constant_posterior(encoder, mean[i], sd[i])
-        values = likelihood.ImportanceSampler(encoder, decoder, k=5000, seed=i)(x[i:i + 1])
+        values = likelihood.ImportanceSampler(encoder, decoder, k=5000, seed=i)(x[i : i + 1])
         assert abs(values["log_px"][0] - exact[i]) < 0.01
         assert values["elbo"][0] < exact[i]
     # q far from the posterior: the estimate is still within 0.1 nats, the ELBO nats below
@@ -72,7 +73,9 @@ def test_chunked_and_unchunked_give_the_same_numbers(one_dimensional_model):
     tf.keras.utils.set_random_seed(1)
     encoder = vae.make_inference_network(1, [4], "tanh")
     images = (np.random.default_rng(1).random((150, 784)) < 0.3).astype(np.float32)
-    sampler = likelihood.ImportanceSampler(encoder, decoder, k=300, seed=3)  # 3 blocks, the last partial
+    sampler = likelihood.ImportanceSampler(
+        encoder, decoder, k=300, seed=3
+    )  # 3 blocks, the last partial
     one_tile_per_call = sampler(images, tiles_per_call=1)
     all_at_once = sampler(images, tiles_per_call=3)
     for name in one_tile_per_call:
@@ -113,13 +116,19 @@ def test_same_seed_same_numbers_other_seed_other_numbers(trained_workspace):
 def test_evaluate_stage_writes_documented_finite_metrics(trained_workspace, tmp_path):
     with chdir(trained_workspace):
         evaluate.main()
-        metrics = json.loads(open(evaluate.METRICS).read())
-        per_digit = open(evaluate.PER_DIGIT).read().splitlines()
-    keys = {f"{split}_{name}" for split in ("test", "valid")
-            for name in ("elbo", "log_px", "nll", "kl", "expected_log_likelihood")}  # fmt: skip
+        metrics = json.loads(evaluate.METRICS.read_text())
+        per_digit = evaluate.PER_DIGIT.read_text().splitlines()
+    keys = {
+        f"{split}_{name}"
+        for split in ("test", "valid")
+        for name in ("elbo", "log_px", "nll", "kl", "expected_log_likelihood")
+    }
     assert set(metrics) == keys | {"eval_samples", "valid_eval_samples", "seconds", "device"}
     assert all(math.isfinite(metrics[key]) for key in keys)
     assert metrics["eval_samples"] == 50 and metrics["valid_eval_samples"] == 20
-    assert metrics["test_elbo"] <= metrics["test_log_px"] and metrics["test_nll"] == -metrics["test_log_px"]
+    assert (
+        metrics["test_elbo"] <= metrics["test_log_px"]
+        and metrics["test_nll"] == -metrics["test_log_px"]
+    )
     assert per_digit[0] == "digit,examples,log_px,elbo,kl" and len(per_digit) == 11
     assert sum(int(row.split(",")[1]) for row in per_digit[1:]) == 100

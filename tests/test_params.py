@@ -1,4 +1,5 @@
 """params.yaml validation: good files load, every kind of bad value fails in one clear line."""
+
 import re
 
 import pytest
@@ -54,8 +55,11 @@ def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, key, value, all
 
 def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text(open(write(tmp_path / "q.yaml")).read().replace("learning_rate: 0.001",
-                                                                  "learning_rate: 1e-3"))
+    path.write_text(
+        write(tmp_path / "q.yaml")
+        .read_text()
+        .replace("learning_rate: 0.001", "learning_rate: 1e-3")
+    )
     assert yaml.safe_load(path.read_text())["learning_rate"] == "1e-3"  # YAML 1.1 says string
     assert params.load(["learning_rate"], path)["learning_rate"] == pytest.approx(1e-3)
 
@@ -71,7 +75,9 @@ def test_missing_key(tmp_path):
 
 def test_unknown_key_is_a_typo_with_a_suggestion(tmp_path):
     path = write(tmp_path / "p.yaml", latnet_dim=10)
-    with pytest.raises(params.ParamError, match=re.escape("unknown key 'latnet_dim' (did you mean latent_dim?)")):
+    with pytest.raises(
+        params.ParamError, match=re.escape("unknown key 'latnet_dim' (did you mean latent_dim?)")
+    ):
         params.load(["seed"], path)
 
 

@@ -4,6 +4,7 @@ Fixture data come through the real fetch stage ($VAE_DATA_SOURCES names file:// 
 sources), params are tiny, and no test touches the network. The tests build on each other in
 file order: one pipeline, reproduced once, then changed in the ways users change it.
 """
+
 import json
 import os
 import re
@@ -28,8 +29,9 @@ GENERATED = ("dvc.lock", "metrics", "figures", "dvclive", "models", "data")
 def run(repo: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=repo.path, env=repo.env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")  # fmt: skip
+        raise AssertionError(
+            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -59,8 +61,9 @@ class Repo:
 def make_repo(directory: Path, sources: Path) -> Repo:
     """A git + DVC repository with this project's tracked files and tiny params, committed."""
     directory.mkdir(parents=True)
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()  # fmt: skip
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in tracked:
         if name.split("/")[0] in GENERATED:
             continue
@@ -75,9 +78,11 @@ def make_repo(directory: Path, sources: Path) -> Repo:
         VAE_DATA_SOURCES=str(sources),
         DVC_NO_ANALYTICS="1",
         DVC_STUDIO_OFFLINE="1",
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
-    )  # fmt: skip
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
     repo = Repo(directory, env)
     git(repo, "init", "-q", "-b", "main")
     dvc(repo, "config", "--local", "core.check_update", "false")
@@ -113,10 +118,18 @@ def test_repro_from_scratch_runs_every_stage_once_then_nothing(repo):
     ran = stages_run(first)
     assert sorted(ran) == sorted(STAGES), ran
     assert ran.index("fetch") < ran.index("prepare") < ran.index("train") < ran.index("evaluate")
-    for path in ("data/raw/mnist/train_images.npy", "data/prepared/info.json", "models/inference_network.keras",
-                 "models/generative_network.keras", "metrics/train.json", "metrics/evaluate.json",
-                 "metrics/per_digit.csv", "figures/posterior.png", "figures/manifold.png",
-                 "dvclive/plots/metrics/valid/elbo.tsv"):  # fmt: skip
+    for path in (
+        "data/raw/mnist/train_images.npy",
+        "data/prepared/info.json",
+        "models/inference_network.keras",
+        "models/generative_network.keras",
+        "metrics/train.json",
+        "metrics/evaluate.json",
+        "metrics/per_digit.csv",
+        "figures/posterior.png",
+        "figures/manifold.png",
+        "dvclive/plots/metrics/valid/elbo.tsv",
+    ):
         assert (repo / path).exists(), path
 
     second = dvc(repo, "repro")
@@ -154,10 +167,16 @@ def test_changing_eval_samples_reruns_only_evaluate(repo):
     reset(repo)
 
 
-@pytest.mark.parametrize("override, reason", [
-    ("latent_dim=0", "error: params.yaml: latent_dim = 0 is not allowed; expected an integer >= 1"),
-    ("learning_rate=1e30", "error: training diverged in epoch 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, reason",
+    [
+        (
+            "latent_dim=0",
+            "error: params.yaml: latent_dim = 0 is not allowed; expected an integer >= 1",
+        ),
+        ("learning_rate=1e30", "error: training diverged in epoch 1"),
+    ],
+)
 def test_failing_stage_leaves_lock_and_outputs_and_says_why_in_one_line(repo, override, reason):
     lock, before = (repo / "dvc.lock").read_bytes(), outputs(repo)
     result = dvc(repo, "exp", "run", "-S", override, check=False)
@@ -189,7 +208,10 @@ def test_metrics_params_and_plots_diff_between_branches_in_a_fresh_clone(repo, t
     assert changed["old"] != changed["new"]
     assert "best_valid_elbo" in metrics["metrics/train.json"]
     params_diff = json.loads(dvc(clone, "params", "diff", "A", "B", "--json").stdout)
-    assert {k: params_diff["params.yaml"]["latent_dim"][k] for k in ("old", "new")} == {"old": 2, "new": 3}
+    assert {k: params_diff["params.yaml"]["latent_dim"][k] for k in ("old", "new")} == {
+        "old": 2,
+        "new": 3,
+    }
 
     plots = dvc(clone, "plots", "diff", "A", "B", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()

@@ -1,4 +1,5 @@
 """The prepare stage: split sizes, every binarization, determinism, Larochelle labels."""
+
 import hashlib
 
 import numpy as np
@@ -20,8 +21,12 @@ def test_valid_is_the_last_sixth_of_the_training_images(raw):
     splits, _ = prepare.prepare(raw, "threshold", 0)
     assert [len(splits[s][0]) for s in ("train", "valid", "test")] == [1000, 200, 200]
     assert np.array_equal(splits["valid"][1], raw["train_labels"][1000:])
-    real_sized = {"train_images": np.zeros((60000, 28, 28), np.uint8), "train_labels": np.zeros(60000, np.uint8),
-                  "test_images": np.zeros((10000, 28, 28), np.uint8), "test_labels": np.zeros(10000, np.uint8)}
+    real_sized = {
+        "train_images": np.zeros((60000, 28, 28), np.uint8),
+        "train_labels": np.zeros(60000, np.uint8),
+        "test_images": np.zeros((10000, 28, 28), np.uint8),
+        "test_labels": np.zeros(10000, np.uint8),
+    }
     assert [len(v[0]) for v in prepare.split_mnist(real_sized).values()] == [50000, 10000, 10000]
 
 
@@ -85,15 +90,19 @@ def run_stage(directory, raw, binarization="static", seed=0):
     text = text.replace("binarization_seed: 0", f"binarization_seed: {seed}")
     (directory / "params.yaml").write_text(text)
     prepare.main()
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((directory / "data/prepared").iterdir())}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((directory / "data/prepared").iterdir())
+    }
 
 
 def test_stage_outputs_are_byte_identical_for_the_same_params(in_tmp_dir, raw):
     first = run_stage(in_tmp_dir, raw)
     second = run_stage(in_tmp_dir, raw)
     assert first == second
-    assert set(first) == {f"{s}_{k}.npy" for s in ("train", "valid", "test") for k in ("images", "labels")} | {"info.json"}
+    assert set(first) == {
+        f"{s}_{k}.npy" for s in ("train", "valid", "test") for k in ("images", "labels")
+    } | {"info.json"}
     split = load_split("valid")
     assert split.images.shape == (200, 784) and split.pixels == "binary"
     assert run_stage(in_tmp_dir, raw, seed=1) != first
@@ -105,6 +114,8 @@ def test_bad_param_leaves_earlier_outputs_untouched(in_tmp_dir, raw):
     before = run_stage(in_tmp_dir, raw)
     with pytest.raises(ParamError, match="binarization = 'fuzzy' is not allowed"):
         run_stage(in_tmp_dir, raw, binarization="fuzzy")
-    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted((in_tmp_dir / "data/prepared").iterdir())}
+    after = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((in_tmp_dir / "data/prepared").iterdir())
+    }
     assert after == before

@@ -1,4 +1,5 @@
 """The README's commands stay true: CI runs its test command, its -S keys exist, its images too."""
+
 import re
 
 from stages import params
@@ -17,7 +18,10 @@ def test_quickstart_is_two_commands_one_for_the_pipeline_one_for_the_tests():
     commands = quickstart_commands()
     assert len(commands) == 2
     assert commands[0].endswith("&& dvc repro") and "pip install -r requirements.txt" in commands[0]
-    assert commands[1].endswith("&& python -m pytest") and "pip install -r requirements.txt" in commands[1]
+    assert (
+        commands[1].endswith("&& python -m pytest")
+        and "pip install -r requirements.txt" in commands[1]
+    )
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

@@ -1,4 +1,5 @@
 """Several devices: training runs under tf.distribute.MirroredStrategy (two logical CPUs here)."""
+
 import json
 import subprocess
 import sys
@@ -22,17 +23,20 @@ SCRIPT = textwrap.dedent("""
     p = dict(activation="relu", train_samples=1, seed=0,
              **{k: v for k, v in TINY_PARAMS.items() if k in train.PARAMS})
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    run = train.fit(p, splits["train"], splits["valid"], splits["test"].images[:10].astype(np.float32),
-                    strategy=strategy, report=lambda m: None)
+    snapshot_images = splits["test"].images[:10].astype(np.float32)
+    run = train.fit(p, splits["train"], splits["valid"], snapshot_images, strategy=strategy,
+                    report=lambda m: None)
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "device": run.device,
                       "valid_elbo": [r.logs["val_elbo"] for r in run.records],
-                      "variable_types": sorted({type(v.value).__name__ for v in run.model.weights})}))
+                      "variable_types": sorted({type(v.value).__name__
+                                                for v in run.model.weights})}))
 """)
 
 
 def test_training_under_mirrored_strategy_with_two_logical_devices():
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO)], capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(REPO)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and "2 replicas" in report["device"]

@@ -1,4 +1,5 @@
 """The model: shapes, the ELBO against a hand computation, analytic KL, the IWAE bound."""
+
 import numpy as np
 import tensorflow as tf
 
@@ -15,8 +16,10 @@ def normal_log_pdf(z, loc, scale):
 
 def networks(latent_dim=2, hidden=(8,), activation="tanh", seed=0):
     tf.keras.utils.set_random_seed(seed)
-    return (vae.make_inference_network(latent_dim, list(hidden), activation),
-            vae.make_generative_network(latent_dim, list(hidden), activation))
+    return (
+        vae.make_inference_network(latent_dim, list(hidden), activation),
+        vae.make_generative_network(latent_dim, list(hidden), activation),
+    )
 
 
 def binary_images(n, seed=0):
@@ -35,7 +38,9 @@ def test_shapes_and_dtypes():
     assert z.shape == (4, 5, 3)
     assert vae.likelihood(decoder, z).log_prob(x).shape == (4, 5)
     terms = vae.bounds_per_example(x, encoder, decoder, eps)
-    assert {k: v.shape for k, v in terms.items()} == {k: (5,) for k in ("expected_log_likelihood", "kl", "elbo", "iwae")}
+    assert {k: v.shape for k, v in terms.items()} == {
+        k: (5,) for k in ("expected_log_likelihood", "kl", "elbo", "iwae")
+    }
     assert vae.latent_dim_of(decoder) == 3
     assert [layer.name for layer in decoder.layers][-1] == "logits"
 
@@ -67,7 +72,9 @@ def test_elbo_and_iwae_match_a_hand_computation():
     log_w = log_px_given_z + normal_log_pdf(z, 0, 1).sum(-1) - normal_log_pdf(z, loc, scale).sum(-1)
     iwae = np.log(np.mean(np.exp(log_w - log_w.max(0)), axis=0)) + log_w.max(0)
 
-    terms = vae.bounds_per_example(tf.constant(x, tf.float32), encoder, decoder, tf.constant(eps, tf.float32))
+    terms = vae.bounds_per_example(
+        tf.constant(x, tf.float32), encoder, decoder, tf.constant(eps, tf.float32)
+    )
     np.testing.assert_allclose(terms["kl"], kl, rtol=1e-4)
     np.testing.assert_allclose(terms["expected_log_likelihood"], log_px_given_z.mean(0), rtol=1e-5)
     np.testing.assert_allclose(terms["elbo"], elbo, rtol=1e-5)
