@@ -1,21 +1,21 @@
-"""Load and validate params.yaml: flat top-level keys, one schema, one-line errors.
+"""Load and validate params.yaml: flat top-level keys, one pydantic model, one-line errors.
 
 Every stage calls ``load(keys)`` with exactly the keys dvc.yaml lists for it, before it touches
-anything. A bad value stops the stage with a ``ParamError`` that names the key, the value and
-what is allowed; a key that no stage knows (a typo such as ``latnet_dim``) is an error too,
-because DVC would otherwise run an experiment that silently ignores it.
+anything. The whole file is validated against ``Params`` (types, bounds, allowed values, and
+``extra="forbid"`` so that a typo such as ``latnet_dim`` is an error rather than an experiment
+that silently ignores it); the stage gets back only its own keys. Pydantic's error is turned
+into the project's one line: the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from stages.runtime import StageError
 
@@ -26,88 +26,100 @@ class ParamError(StageError):
     """A value in params.yaml is missing, of the wrong type, out of range or not a known choice."""
 
 
-@dataclass(frozen=True)
-class Param:
-    allowed: str  # what is allowed, in words, for the error message
-    check: Callable[[Any], Any]  # returns the (normalised) value or raises ValueError
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: read it as the number it spells."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
-def _integer(minimum: int, maximum: int | None = None) -> Param:
-    bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError
-        if value < minimum or (maximum is not None and value > maximum):
-            raise ValueError
-        return value
-
-    return Param(f"an integer {bound}", check)
+def _integer(minimum: int, maximum: int | None = None):
+    return Annotated[int, Field(strict=True, ge=minimum, le=maximum)]
 
 
-def _positive_float() -> Param:
-    def check(value):
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            value = float(value)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError
-        return float(value)
-
-    return Param("a finite number > 0", check)
-
-
-def _choice(*choices: str) -> Param:
-    def check(value):
-        if value not in choices:
-            raise ValueError
-        return value
-
-    return Param("one of " + ", ".join(choices), check)
+PositiveNumber = Annotated[
+    float,
+    BeforeValidator(_number),
+    Field(strict=True, gt=0, allow_inf_nan=False, description="a finite number > 0"),
+]
+LayerWidths = Annotated[
+    list[Annotated[int, Field(strict=True, ge=1)]],
+    Field(min_length=1, description="a non-empty list of integers >= 1, e.g. [512, 256]"),
+]
+Seed = _integer(0, 2**31 - 1)
 
 
-def _layer_widths() -> Param:
-    def check(value):
-        if not isinstance(value, list) or not value:
-            raise ValueError
-        for units in value:
-            if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-                raise ValueError
-        return list(value)
+class Params(BaseModel):
+    """Every key of params.yaml, grouped by the stage that reads it (see dvc.yaml)."""
 
-    return Param("a non-empty list of integers >= 1, e.g. [512, 256]", check)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-ACTIVATIONS = ("relu", "tanh", "softplus", "elu", "gelu", "silu")
-BINARIZATIONS = ("static", "dynamic", "threshold", "larochelle")
-
-SCHEMA: dict[str, Param] = {
     # prepare (and fetch_larochelle, which fetches the fixed files only for "larochelle")
-    "binarization": _choice(*BINARIZATIONS),
-    "binarization_seed": _integer(0, 2**32 - 1),
+    binarization: Literal["static", "dynamic", "threshold", "larochelle"]
+    binarization_seed: _integer(0, 2**32 - 1)
     # train: the model
-    "latent_dim": _integer(1),
-    "hidden_units": _layer_widths(),
-    "activation": _choice(*ACTIVATIONS),
+    latent_dim: _integer(1)
+    hidden_units: LayerWidths
+    activation: Literal["relu", "tanh", "softplus", "elu", "gelu", "silu"]
+    posterior: Literal["gaussian", "iaf"]
+    flow_steps: _integer(0)
     # train: the optimisation
-    "epochs": _integer(1),
-    "batch_size": _integer(1),
-    "learning_rate": _positive_float(),
-    "train_samples": _integer(1),
-    "patience": _integer(1),
-    # train, evaluate and figures: the random draws
-    "seed": _integer(0, 2**31 - 1),
+    epochs: _integer(1)
+    batch_size: _integer(1)
+    learning_rate: PositiveNumber
+    lr_schedule: Literal["constant", "iwae", "cosine"]
+    kl_warmup_epochs: _integer(0)
+    ema: Annotated[bool, Field(strict=True)]
+    train_samples: _integer(1)
+    gradient_estimator: Literal["reparameterized", "dreg"]
+    patience: _integer(1)
+    # train, evaluate, inference_gap and figures: the random draws
+    seed: Seed
     # evaluate
-    "eval_samples": _integer(1),
-    "valid_eval_samples": _integer(1),
+    eval_samples: _integer(1)
+    valid_eval_samples: _integer(1)
+    # inference_gap
+    gap_examples: _integer(1)
+    gap_steps: _integer(1)
+    gap_learning_rate: PositiveNumber
+    gap_samples: _integer(1)
     # figures
-    "manifold_grid": _integer(2, 60),
-}
+    manifold_grid: _integer(2, 60)
+
+    @model_validator(mode="after")
+    def _dreg_needs_a_gaussian_posterior(self) -> Params:
+        if self.gradient_estimator == "dreg" and self.posterior != "gaussian":
+            raise ValueError(
+                "gradient_estimator = 'dreg' is not allowed with posterior = "
+                f"{self.posterior!r}; expected posterior = 'gaussian' (DReG evaluates log q(z|x) "
+                "with q's parameters held fixed, which a flow gives only by an inverse pass)"
+            )
+        return self
+
+
+KEYS = tuple(Params.model_fields)
+
+
+def allowed(key: str) -> str:
+    """What ``key`` may be, in words, read off the model's annotations."""
+    field = Params.model_fields[key]
+    if field.description:
+        return field.description
+    annotation = field.annotation
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
 
 
 def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml and return the validated values of ``keys`` (and only those)."""
+    """Read and validate params.yaml; return the values of ``keys`` (and only those)."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
@@ -117,24 +129,31 @@ def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
         raise ParamError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise ParamError(f"{path} must be a mapping of top-level keys, got {type(raw).__name__}")
+    try:
+        values = Params.model_validate(raw)
+    except ValidationError as e:
+        raise _one_line(e, raw, path) from None
+    return {key: getattr(values, key) for key in keys}
 
-    unknown = sorted(set(raw) - set(SCHEMA))
+
+def _one_line(error: ValidationError, raw: dict, path: Path) -> ParamError:
+    """The first problem, as one line: unknown keys first (typos), then fields in file order."""
+    problems = error.errors()
+    unknown = sorted(str(p["loc"][0]) for p in problems if p["type"] == "extra_forbidden")
     if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), SCHEMA, n=1)
+        close = difflib.get_close_matches(unknown[0], KEYS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ParamError(f"{path}: unknown key {key!r}{hint}; known keys: {', '.join(SCHEMA)}")
-
-    values = {}
-    for key in keys:
-        param = SCHEMA[key]
-        if key not in raw:
-            raise ParamError(f"{path}: {key} is missing; expected {param.allowed}")
-        try:
-            values[key] = param.check(raw[key])
-        except (ValueError, TypeError):
-            raise not_allowed(key, raw[key], param.allowed, path) from None
-    return values
+        known = ", ".join(KEYS)
+        return ParamError(f"{path}: unknown key {unknown[0]!r}{hint}; known keys: {known}")
+    for problem in problems:
+        if not problem["loc"]:  # a check across keys (model_validator)
+            message = str(problem["ctx"]["error"]) if "ctx" in problem else problem["msg"]
+            return ParamError(f"{path}: {message}")
+        key = str(problem["loc"][0])
+        if problem["type"] == "missing":
+            return ParamError(f"{path}: {key} is missing; expected {allowed(key)}")
+        return not_allowed(key, raw[key], allowed(key), path)
+    return ParamError(f"{path}: {' '.join(str(error).split())}")
 
 
 def not_allowed(key: str, value: Any, allowed: str, path: Path = PARAMS_FILE) -> ParamError:

@@ -18,7 +18,7 @@ def write(path, **overrides):
 
 
 def test_repository_params_are_valid():
-    values = params.load(list(params.SCHEMA), REPO / "params.yaml")
+    values = params.load(list(params.KEYS), REPO / "params.yaml")
     assert values["latent_dim"] == 2 and values["binarization"] == "static"
 
 
@@ -41,6 +41,13 @@ def test_loads_only_the_keys_asked_for(tmp_path):
         ("hidden_units", [64, 0], "a non-empty list of integers >= 1"),
         ("activation", "sigmoidal", "one of relu"),
         ("manifold_grid", 1, "an integer from 2 to 60"),
+        ("posterior", "flow", "one of gaussian, iaf"),
+        ("flow_steps", -1, "an integer >= 0"),
+        ("lr_schedule", "linear", "one of constant, iwae, cosine"),
+        ("kl_warmup_epochs", 1.5, "an integer >= 0"),
+        ("ema", "yes", "true or false"),
+        ("gradient_estimator", "vimco", "one of reparameterized, dreg"),
+        ("gap_learning_rate", 0, "a finite number > 0"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, key, value, allowed):
@@ -86,3 +93,18 @@ def test_not_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(params.ParamError, match="must be a mapping"):
         params.load(["seed"], path)
+
+
+def test_a_bad_value_of_another_stage_stops_every_stage(tmp_path):
+    path = write(tmp_path / "p.yaml", manifold_grid=100)
+    with pytest.raises(params.ParamError, match=r"manifold_grid = 100 is not allowed"):
+        params.load(["latent_dim"], path)
+
+
+def test_dreg_with_a_flow_posterior_is_one_line_naming_both_keys(tmp_path):
+    path = write(tmp_path / "p.yaml", posterior="iaf", gradient_estimator="dreg", train_samples=5)
+    with pytest.raises(params.ParamError) as error:
+        params.load(["posterior"], path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "gradient_estimator = 'dreg' is not allowed with posterior = 'iaf'" in message
