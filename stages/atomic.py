@@ -1,17 +1,27 @@
-"""All-or-nothing stage outputs.
+"""All-or-nothing, byte-stable stage outputs.
 
 A stage writes every output into a staging path next to its final place and moves them all
-into place only after the last one is written. A stage that fails (bad param, bad data, a
-diverged training run) therefore leaves the outputs of the previous run as they were; dvc.yaml
-marks the outputs ``persist: true`` so that DVC does not delete them before the stage starts.
+into place only after the last one is written: a stage that fails (bad param, bad data, a
+diverged training run) never leaves a half-written output. DVC deletes a stage's outputs before
+running it, so after a failure the previous outputs are missing until ``dvc checkout`` (cached
+outputs) or ``git checkout`` (the git-tracked metrics and figures) puts them back: dvc.lock still
+describes them.
+
+Outputs are byte-stable: the same content gives the same bytes, so a re-run that reproduces the
+same weights reproduces the same hashes and DVC skips everything downstream. Zip archives (.keras,
+.npz) carry no dates (``make_zip_reproducible``, ``save_npz``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 
 class StagedOutputs:
@@ -28,7 +38,7 @@ class StagedOutputs:
         final = Path(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".{final.name}.staging"
-        _remove(staging)
+        remove(staging)
         self._staged.append((staging, final))
         return staging
 
@@ -52,22 +62,78 @@ class StagedOutputs:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             for staging, _ in self._staged:
-                _remove(staging)
+                remove(staging)
             return
         for staging, _ in self._staged:
             if not staging.exists():
                 raise FileNotFoundError(f"staged output {staging} was never written")
         for staging, final in self._staged:
             old = final.parent / f".{final.name}.old"
-            _remove(old)
+            remove(old)
             if final.exists() or final.is_symlink():
                 os.replace(final, old)
             os.replace(staging, final)
-            _remove(old)
+            remove(old)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file, link or directory tree, if there is one."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def _write_zip(path: Path, members: list[tuple[str, bytes, int]]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data, compression in members:
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.compress_type = compression
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+
+
+def _renumber_shared_objects(config, ids: dict[int, int]):
+    """Keras' config.json names shared objects by their Python id(), which differs from process
+    to process: number them 0, 1, 2, ... in order of appearance instead (same sharing)."""
+    if isinstance(config, dict):
+        return {
+            key: ids.setdefault(value, len(ids))
+            if key == "shared_object_id"
+            else _renumber_shared_objects(value, ids)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_renumber_shared_objects(value, ids) for value in config]
+    return config
+
+
+def make_zip_reproducible(path: str | os.PathLike) -> None:
+    """Rewrite a zip archive (e.g. a .keras file) so that the same content gives the same bytes:
+    every entry dated 1980-01-01, Keras' ``date_saved`` left out of metadata.json and its
+    process-specific shared object ids renumbered in config.json. Entries keep their order."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        members = [(i.filename, archive.read(i), i.compress_type) for i in archive.infolist()]
+    for index, (name, data, compression) in enumerate(members):
+        if name == "metadata.json":
+            metadata = json.loads(data)
+            metadata.pop("date_saved", None)
+            members[index] = (name, json.dumps(metadata).encode(), compression)
+        elif name == "config.json":
+            config = _renumber_shared_objects(json.loads(data), {})
+            members[index] = (name, json.dumps(config).encode(), compression)
+    _write_zip(path, members)
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez`` without the dates it writes into the archive (loads with ``np.load``)."""
+    members = []
+    for name, array in arrays.items():
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+        members.append((f"{name}.npy", buffer.getvalue(), zipfile.ZIP_STORED))
+    _write_zip(Path(path), members)

@@ -4,6 +4,9 @@ data/prepared/ holds, for split in train, valid, test: ``{split}_images.npy`` (N
 ``{split}_labels.npy`` (N,) uint8, plus ``info.json``. Images are binary (0/1) except the train
 images of ``dynamic`` binarization, which are the uint8 intensities (0..255) that the train stage
 re-draws as Bernoulli(pixel / 255) every epoch.
+
+``binarize`` is the one draw of Bernoulli(pixel / 255) that both use: prepare once per split
+(static), the training input pipeline once per epoch and minibatch (dynamic).
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from stages.runtime import StageError
 
 PREPARED = Path("data/prepared")
 SPLITS = ("train", "valid", "test")
 PIXELS = 784
-BINARY, INTENSITY = "binary", "intensity"
+BINARY, INTENSITY = "binary", "intensity"  # what the uint8 values of a split's images encode
+RNG_ALG = "philox"  # stateless, and fast under XLA on CPU
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class Split:
     name: str
     images: np.ndarray  # (N, 784) uint8
     labels: np.ndarray  # (N,) uint8 digit labels
-    pixels: str  # BINARY (0/1) or INTENSITY (0..255, drawn anew every epoch)
+    encoding: str  # BINARY (0/1) or INTENSITY (0..255, drawn anew every epoch)
 
 
 def load_info(directory: Path = PREPARED) -> dict:
@@ -50,4 +55,11 @@ def load_split(name: str, directory: Path = PREPARED) -> Split:
         raise StageError(
             f"{directory}/{name}_labels.npy: {labels.shape[0]} labels for {images.shape[0]} images"
         )
-    return Split(name, images, labels, info["pixels"][name])
+    return Split(name, images, labels, info["encoding"][name])
+
+
+def binarize(intensities, seed):
+    """x ~ Bernoulli(pixel / 255) for each pixel of uint8 ``intensities``, as float32 0/1, from a
+    stateless seed (2 integers): the same seed and intensities give the same bits on any CPU."""
+    uniform = tf.random.stateless_uniform(tf.shape(intensities), seed=seed, alg=RNG_ALG)
+    return tf.cast(uniform < tf.cast(intensities, tf.float32) / 255.0, tf.float32)

@@ -6,6 +6,7 @@ from models/ (not the training code's objects) and the prepared splits. Writes
   metrics/evaluate.json   flat keys: {test,valid}_{elbo,log_px,nll,kl,expected_log_likelihood},
                           eval_samples, valid_eval_samples, seconds, device
                           (nats per example, means over the split)
+  With a flow posterior the KL (and so the ELBO) is a Monte Carlo estimate over the k samples.
   metrics/per_digit.csv   mean log p(x), ELBO and KL of the test digits, by label
 """
 
@@ -21,7 +22,7 @@ import pandas as pd
 from stages import devices, params, vae
 from stages.atomic import StagedOutputs
 from stages.datasets import load_split
-from stages.likelihood import ImportanceSampler
+from stages.importance_sampling import ImportanceSampler
 from stages.runtime import log, run_stage
 
 PARAMS = ["eval_samples", "valid_eval_samples", "seed"]
@@ -79,25 +80,24 @@ def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.Dat
 
 
 def main() -> None:
-    p = params.load(PARAMS)
-    inference_network, generative_network = vae.load_networks(MODELS)
+    config = params.load(PARAMS)
+    networks = vae.load_networks(MODELS)
     start = time.perf_counter()
     metrics, per_digit = {}, None
     for name, samples_key in SPLITS.items():
         split = load_split(name)
-        sampler = ImportanceSampler(
-            inference_network, generative_network, p[samples_key], p["seed"] + SPLIT_STREAM[name]
-        )
+        k = config[samples_key]
+        sampler = ImportanceSampler(networks, k, config["seed"] + SPLIT_STREAM[name])
         values = evaluate_split(sampler, split.images, name)
         metrics.update(split_metrics(name, values))
         log(
             f"{name}: ELBO {metrics[f'{name}_elbo']:.2f}, log p(x) {metrics[f'{name}_log_px']:.2f} "
-            f"nats (k = {p[samples_key]})"
+            f"nats (k = {k})"
         )
         if name == "test":
             per_digit = per_digit_table(split.labels, values)
-    metrics["eval_samples"] = p["eval_samples"]
-    metrics["valid_eval_samples"] = p["valid_eval_samples"]
+    metrics["eval_samples"] = config["eval_samples"]
+    metrics["valid_eval_samples"] = config["valid_eval_samples"]
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     metrics["device"] = devices.describe()
     with StagedOutputs() as out:

@@ -9,39 +9,43 @@ the prepared test split and the dvclive curves. Writes figures/:
   reconstructions.png       test digits, their posterior-predictive means and a sample
   prior_samples.png         decoded z ~ N(0, I): Bernoulli means and samples
   training_curves.png       train and valid ELBO and KL per epoch
-latent_dim 2 plots z1, z2 themselves. More dimensions are shown along the two leading principal
-directions of the posterior means (PCA, said so on every figure); latent_dim 1 plots z1 against
-the digit.
+Every draw is the model's own distributions' (``q.sample``, ``prior(L).sample``, p(x|z)'s
+``mean``/``sample``) from stateless seeds. latent_dim 2 plots z1, z2 themselves. More dimensions
+are shown along the two leading principal directions of the posterior means (PCA, said so on
+every figure); latent_dim 1 plots z1 against the digit. With a flow posterior the "means of
+q(z|x)" are Monte Carlo means of flow samples, said so on the figures.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import tensorflow as tf
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from stages import params, vae  # noqa: E402
-from stages.atomic import StagedOutputs  # noqa: E402
-from stages.datasets import load_split  # noqa: E402
-from stages.runtime import StageError, log, run_stage  # noqa: E402
+from stages import history, params, vae
+from stages.atomic import StagedOutputs
+from stages.datasets import load_split
+from stages.plotting import (
+    LatentView,
+    digit_legend,
+    new_figure,
+    render_rgb,
+    save_png,
+    scatter_digits,
+    shared_limits,
+    snapshot_frames,
+    tile,
+)
+from stages.runtime import log, run_stage
 
 PARAMS = ["manifold_grid", "seed"]
 MODELS = Path("models")
-LIVE_METRICS = Path("dvclive/plots/metrics")
 OUTPUT = Path("figures")
-SNAPSHOTS = "posterior_snapshots.npz"
 GRID_LIMIT = 3.0
-DPI = 100
-# figure sizes in inches; the PNGs are these times DPI pixels
+# figure sizes in inches; the PNGs are these times plotting.DPI pixels
 SIZES = {
     "posterior.png": (7.0, 6.0),
     "posterior_training.png": (12.0, 6.6),
@@ -51,134 +55,27 @@ SIZES = {
     "prior_samples.png": (10.0, 5.4),
     "training_curves.png": (10.0, 4.0),
 }
-DIGIT_COLOURS = plt.get_cmap("tab10")
 MAX_GIF_FRAMES = 40
 PANELS = 8
+RECONSTRUCTION_SAMPLES = 16
+# distinct stateless draws of one seed
+STREAMS = {"posterior_means": 11, "reconstructions": 12, "prior": 13, "pixels": 14}
 
 
-def pixel_size(name: str) -> tuple[int, int]:
-    width, height = SIZES[name]
-    return round(width * DPI), round(height * DPI)
+def stream(seed: int, name: str):
+    return tf.constant([seed, STREAMS[name]], tf.int32)  # TFP takes int32 seed pairs
 
 
-def new_figure(name: str, **kwargs):
-    return plt.figure(figsize=SIZES[name], dpi=DPI, **kwargs)
-
-
-# --- latent coordinates shown in 2-D --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LatentView:
-    """How latent vectors become the two plotted coordinates."""
-
-    latent_dim: int
-    directions: np.ndarray | None  # (L, 2) orthonormal principal directions when L > 2
-    explained: tuple[float, float] | None  # their shares of the posterior means' variance
-
-    @classmethod
-    def fit(cls, posterior_means: np.ndarray) -> LatentView:
-        latent_dim = posterior_means.shape[1]
-        if latent_dim <= 2:
-            return cls(latent_dim, None, None)
-        centred = posterior_means - posterior_means.mean(axis=0)
-        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        directions = vt[:2].T
-        directions *= np.where(directions.sum(axis=0) < 0, -1.0, 1.0)  # a deterministic sign
-        shares = singular**2 / np.sum(singular**2)
-        return cls(latent_dim, directions, (float(shares[0]), float(shares[1])))
-
-    def coordinates(self, z: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
-        """(N, 2) plot coordinates: z itself, its projection, or (z1, digit + jitter)."""
-        if self.latent_dim == 1:
-            return np.stack([z[:, 0], labels + rng.uniform(-0.3, 0.3, len(z))], axis=1)
-        if self.latent_dim == 2:
-            return z
-        return z @ self.directions
-
-    def axis_labels(self) -> tuple[str, str]:
-        if self.latent_dim == 1:
-            return "z1", "digit (jittered)"
-        if self.latent_dim == 2:
-            return "z1", "z2"
-        return (
-            f"principal direction 1 ({self.explained[0]:.0%} of variance)",
-            f"principal direction 2 ({self.explained[1]:.0%} of variance)",
-        )
-
-    def note(self) -> str:
-        if self.latent_dim <= 2:
-            return ""
-        return f"PCA projection of the {self.latent_dim}-D posterior means"
-
-
-def scatter_digits(ax, xy: np.ndarray, labels: np.ndarray, size: float = 3.0):
-    for digit in range(10):
-        chosen = labels == digit
-        ax.scatter(
-            xy[chosen, 0],
-            xy[chosen, 1],
-            s=size,
-            color=DIGIT_COLOURS(digit),
-            alpha=0.6,
-            linewidths=0,
-            label=str(digit),
-            rasterized=True,
-        )
-
-
-def digit_legend(ax, fig=None):
-    """A legend of the digit colours right of ``ax`` (or, with ``fig``, right of the figure)."""
-    if fig is None:
-        legend = ax.legend(
-            title="digit", markerscale=4, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False
-        )
-    else:
-        legend = fig.legend(
-            *ax.get_legend_handles_labels(),
-            title="digit",
-            markerscale=4,
-            loc="outside right upper",
-            frameon=False,
-        )
-    for handle in legend.legend_handles:
-        handle.set_alpha(1)
-
-
-def shared_limits(xy: np.ndarray, margin: float = 0.05):
-    """Axis limits holding 99.8% of the points, so a few outliers do not squash the plot."""
-    low, high = np.percentile(xy, [0.1, 99.9], axis=0)
-    pad = (high - low) * margin
-    return (low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1])
-
-
-# --- the figures ----------------------------------------------------------------------------
-
-
-def posterior_figure(means, labels, view: LatentView, rng, title_epoch: str = ""):
-    fig = new_figure("posterior.png", layout="constrained")
+def posterior_figure(means, labels, view: LatentView, rng, how: str):
+    fig = new_figure(SIZES["posterior.png"], layout="constrained")
     ax = fig.add_subplot()
     scatter_digits(ax, view.coordinates(means, labels, rng), labels)
     x_label, y_label = view.axis_labels()
     ax.set(xlabel=x_label, ylabel=y_label)
-    title = f"Approximate posterior: means of q(z|x) of {len(means)} test digits{title_epoch}"
+    title = f"Approximate posterior: {how} of {len(means)} test digits"
     ax.set_title(title + (f"\n{view.note()}" if view.note() else ""), fontsize=10)
     digit_legend(ax)
     return fig
-
-
-def snapshot_frames(count: int, limit: int) -> list[int]:
-    """Indices of at most ``limit`` of ``count`` snapshots, always the first and the last, spaced
-    geometrically: the posterior changes most in the first epochs."""
-    if count <= limit:
-        return list(range(count))
-    chosen = best = {0, count - 1}
-    for size in range(limit, 4 * limit):
-        steps = np.unique(np.geomspace(1, count - 1, size - 1).round().astype(int))
-        if len(chosen | set(steps.tolist())) > limit:
-            break
-        best = chosen | set(steps.tolist())
-    return sorted(best)
 
 
 def training_snapshot_axes(ax, xy, labels, limits, epoch, view, small=False):
@@ -203,7 +100,7 @@ def posterior_training(snapshots, view: LatentView, rng):
     note = f" ({view.note()})" if view.note() else ""
     x_label, y_label = view.axis_labels()
 
-    fig = new_figure("posterior_training.png", layout="constrained")
+    fig = new_figure(SIZES["posterior_training.png"], layout="constrained")
     panels = snapshot_frames(len(epochs), PANELS)
     axes = fig.subplots(2, PANELS // 2, sharex=True, sharey=True).ravel()
     for ax, index in zip(axes, panels):
@@ -215,7 +112,7 @@ def posterior_training(snapshots, view: LatentView, rng):
     fig.supxlabel(x_label, fontsize=9)
     fig.supylabel(y_label, fontsize=9)
     fig.suptitle(
-        f"Approximate posterior during training: means of q(z|x) of {len(labels)} "
+        f"Approximate posterior during training: {snapshots['how']} of {len(labels)} "
         f"test digits{note}",
         fontsize=11,
     )
@@ -223,10 +120,10 @@ def posterior_training(snapshots, view: LatentView, rng):
 
     frames = []
     for index in snapshot_frames(len(epochs), MAX_GIF_FRAMES):
-        frame = new_figure("posterior_training.gif", layout="constrained")
+        frame = new_figure(SIZES["posterior_training.gif"], layout="constrained")
         ax = frame.add_subplot()
         training_snapshot_axes(ax, coordinates[index], labels, limits, int(epochs[index]), view)
-        ax.set_title(f"q(z|x) means, {ax.get_title()}{note}", fontsize=10)
+        ax.set_title(f"{snapshots['how']},\n{ax.get_title()}{note}", fontsize=10)
         digit_legend(ax)
         frames.append(render_rgb(frame))
     gif = io.BytesIO()
@@ -244,19 +141,6 @@ def posterior_training(snapshots, view: LatentView, rng):
         optimize=False,
     )
     return fig, gif.getvalue()
-
-
-def render_rgb(fig) -> np.ndarray:
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return rgb
-
-
-def bernoulli_means(generative_network, z: np.ndarray) -> np.ndarray:
-    """E[x|z] = sigmoid(logits): (N, 28, 28) pixel probabilities."""
-    logits = generative_network(tf.constant(z, tf.float32))
-    return tf.sigmoid(logits).numpy().reshape(-1, 28, 28)
 
 
 def manifold_points(grid: int, view: LatentView) -> tuple[np.ndarray, np.ndarray]:
@@ -277,18 +161,17 @@ def manifold_points(grid: int, view: LatentView) -> tuple[np.ndarray, np.ndarray
     return values, ab @ view.directions.T
 
 
-def tile(images: np.ndarray) -> np.ndarray:
-    """(rows, cols, 28, 28) -> one (rows * 28, cols * 28) image."""
-    rows, cols = images.shape[:2]
-    return images.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
+def bernoulli_means(generative_network, z) -> np.ndarray:
+    """E[x|z] of p(x|z) as (N, 784) pixel probabilities, z (N, L)."""
+    return np.asarray(vae.likelihood(generative_network, tf.constant(z, tf.float32)).mean())
 
 
 def manifold_figure(generative_network, grid: int, view: LatentView):
-    """(figure, decoded means (rows * cols, 28, 28), latent points (rows, cols, L))."""
+    """(figure, decoded means (rows * cols, 784), latent points (rows, cols, L))."""
     values, points = manifold_points(grid, view)
     rows, cols = points.shape[:2]
     means = bernoulli_means(generative_network, points.reshape(rows * cols, -1))
-    fig = new_figure("manifold.png", layout="constrained")
+    fig = new_figure(SIZES["manifold.png"], layout="constrained")
     ax = fig.add_subplot()
     image = tile(means.reshape(rows, cols, 28, 28))
     where = {1: "z1 from -3 to 3", 2: "z1 and z2 from -3 to 3 (tile centres)"}.get(
@@ -321,29 +204,29 @@ def manifold_figure(generative_network, grid: int, view: LatentView):
     return fig, means, points
 
 
-def reconstructions_figure(inference_network, generative_network, images, labels, rng):
+def reconstructions_figure(networks: vae.Networks, images, labels, seed: int):
     """One test digit of each class: data, posterior-predictive mean and a sample of it."""
+    rng = np.random.default_rng(seed)
     chosen = np.array(
         [rng.choice(np.flatnonzero(labels == d)) for d in range(10) if np.any(labels == d)]
     )
-    x = images[chosen].astype(np.float32)
-    loc, scale = (t.numpy() for t in inference_network(tf.constant(x)))
-    eps = rng.standard_normal((16, *loc.shape)).astype(np.float32)
-    z = loc + scale * eps  # 16 draws of z ~ q(z|x) for each digit
-    means = bernoulli_means(generative_network, z.reshape(-1, loc.shape[1])).reshape(
-        16, len(x), 28, 28
-    )
-    predictive_mean = means.mean(axis=0)
-    predictive_sample = (rng.random(means[0].shape) < means[0]).astype(np.float32)
+    x = tf.constant(images[chosen], tf.float32)
+    q = vae.approximate_posterior(networks, x)
+    z = q.sample(RECONSTRUCTION_SAMPLES, seed=stream(seed, "reconstructions"))  # (16, N, L)
+    p_x_given_z = vae.likelihood(networks.generative, z)
+    predictive_mean = np.asarray(tf.reduce_mean(p_x_given_z.mean(), axis=0))
+    predictive_sample = np.asarray(p_x_given_z.sample(seed=stream(seed, "pixels"))[0])
     rows = [
-        ("data x", x.reshape(-1, 28, 28)),
-        ("E[x|z], z ~ q(z|x)\n(mean of 16 z)", predictive_mean),
+        ("data x", np.asarray(x)),
+        (f"E[x|z], z ~ q(z|x)\n(mean of {RECONSTRUCTION_SAMPLES} z)", predictive_mean),
         ("x ~ p(x|z), z ~ q(z|x)\n(one sample)", predictive_sample),
     ]
-    fig = new_figure("reconstructions.png", layout="constrained")
+    fig = new_figure(SIZES["reconstructions.png"], layout="constrained")
     axes = fig.subplots(len(rows), 1)
     for ax, (name, row) in zip(axes, rows):
-        ax.imshow(tile(row[None]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(
+            tile(row.reshape(1, -1, 28, 28)), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest"
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
@@ -351,11 +234,12 @@ def reconstructions_figure(inference_network, generative_network, images, labels
     return fig
 
 
-def prior_samples_figure(generative_network, latent_dim, rng, count=8):
-    z = rng.standard_normal((count * count, latent_dim)).astype(np.float32)
-    means = bernoulli_means(generative_network, z)
-    samples = (rng.random(means.shape) < means).astype(np.float32)
-    fig = new_figure("prior_samples.png", layout="constrained")
+def prior_samples_figure(generative_network, latent_dim, seed: int, count=8):
+    z = vae.prior(latent_dim).sample(count * count, seed=stream(seed, "prior"))
+    p_x_given_z = vae.likelihood(generative_network, z)
+    means = np.asarray(p_x_given_z.mean())
+    samples = np.asarray(p_x_given_z.sample(seed=stream(seed, "pixels")))
+    fig = new_figure(SIZES["prior_samples.png"], layout="constrained")
     for ax, (name, images) in zip(
         fig.subplots(1, 2), (("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples))
     ):
@@ -375,28 +259,20 @@ def prior_samples_figure(generative_network, latent_dim, rng, count=8):
     return fig
 
 
-def read_curve(split: str, metric: str) -> pd.DataFrame:
-    path = LIVE_METRICS / split / f"{metric}.tsv"
-    try:
-        return pd.read_csv(path, sep="\t")
-    except FileNotFoundError:
-        raise StageError(f"{path} not found: run the train stage first") from None
-
-
 def training_curves_figure():
     """Train and valid ELBO and KL per epoch, with the epoch whose weights were kept (the best
     valid objective: the ELBO, or the IWAE bound when training with train_samples > 1)."""
-    objective = "iwae" if (LIVE_METRICS / "valid" / "iwae.tsv").exists() else "elbo"
-    valid = read_curve("valid", objective)
+    objective = history.read_objective()
+    valid = history.read_curve("valid", objective)
     best = int(valid["step"][valid[objective].idxmax()])
-    fig = new_figure("training_curves.png", layout="constrained")
+    fig = new_figure(SIZES["training_curves.png"], layout="constrained")
     for ax, metric, title in zip(
         fig.subplots(1, 2),
         ("elbo", "kl"),
         ("ELBO (nats per example)", "KL(q(z|x) || p(z)) (nats per example)"),
     ):
         for split, style in (("train", "-"), ("valid", "--")):
-            curve = read_curve(split, metric)
+            curve = history.read_curve(split, metric)
             ax.plot(curve["step"], curve[metric], style, label=split)
         ax.axvline(
             best,
@@ -413,57 +289,37 @@ def training_curves_figure():
 # --- the stage ------------------------------------------------------------------------------
 
 
-def save_png(fig, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
-    plt.close(fig)
-
-
-def load_snapshots(directory: Path = MODELS) -> dict[str, np.ndarray]:
-    path = directory / SNAPSHOTS
-    if not path.exists():
-        raise StageError(f"{path} not found: run the train stage first")
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
-
-
-def render_all(p: dict, inference_network, generative_network, test, snapshots, directory: Path):
+def render_all(config: dict, networks: vae.Networks, test, snapshots, directory: Path):
     """Write every figure into ``directory``."""
-    rng = np.random.default_rng(p["seed"])
-    latent_dim = vae.latent_dim_of(generative_network)
-    test_x = tf.constant(test.images.astype(np.float32))
-    means = inference_network(test_x)[0].numpy()
+    seed = config["seed"]
+    rng = np.random.default_rng(seed)
+    means = vae.posterior_means_of(networks, test.images, seed)
+    how = vae.describe_posterior_means(networks)
     view = LatentView.fit(means)
-    log(
-        f"latent_dim {latent_dim}: " + (view.note() or "plotting the latent coordinates themselves")
-    )
+    note = view.note() or "plotting the latent coordinates themselves"
+    log(f"latent_dim {networks.latent_dim}: {note}; posterior: {how}")
 
-    save_png(posterior_figure(means, test.labels, view, rng), directory / "posterior.png")
+    save_png(posterior_figure(means, test.labels, view, rng, how), directory / "posterior.png")
     small_multiples, gif = posterior_training(snapshots, view, rng)
     save_png(small_multiples, directory / "posterior_training.png")
     (directory / "posterior_training.gif").write_bytes(gif)
-    save_png(
-        manifold_figure(generative_network, p["manifold_grid"], view)[0], directory / "manifold.png"
-    )
-    save_png(
-        reconstructions_figure(
-            inference_network, generative_network, test.images, test.labels, rng
-        ),
-        directory / "reconstructions.png",
-    )
-    save_png(
-        prior_samples_figure(generative_network, latent_dim, rng), directory / "prior_samples.png"
-    )
+    manifold = manifold_figure(networks.generative, config["manifold_grid"], view)[0]
+    save_png(manifold, directory / "manifold.png")
+    reconstructions = reconstructions_figure(networks, test.images, test.labels, seed)
+    save_png(reconstructions, directory / "reconstructions.png")
+    prior_samples = prior_samples_figure(networks.generative, networks.latent_dim, seed)
+    save_png(prior_samples, directory / "prior_samples.png")
     save_png(training_curves_figure(), directory / "training_curves.png")
 
 
 def main() -> None:
-    p = params.load(PARAMS)
-    inference_network, generative_network = vae.load_networks(MODELS)
-    snapshots = load_snapshots()
+    config = params.load(PARAMS)
+    networks = vae.load_networks(MODELS)
+    snapshots = history.load_snapshots(MODELS)
     test = load_split("test")
     with StagedOutputs() as out:
         directory = out.directory(OUTPUT)
-        render_all(p, inference_network, generative_network, test, snapshots, directory)
+        render_all(config, networks, test, snapshots, directory)
     log(f"wrote {OUTPUT}/: " + ", ".join(sorted(SIZES)))
 
 

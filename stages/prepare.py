@@ -4,7 +4,8 @@ valid = the last 10k of the 60k training images (the split the literature uses; 
 keeps the same proportion: the last sixth).
 Params: ``binarization`` and ``binarization_seed``.
 - static: every pixel one Bernoulli draw with its intensity pixel/255 as probability, seeded
-  (Larochelle & Murray's procedure, with our own seed).
+  (Larochelle & Murray's procedure, with our own seed; ``datasets.binarize``, the same draw the
+  training input pipeline makes for dynamic binarization).
 - dynamic: train kept as intensities and re-drawn every epoch by the train stage; valid and test
   drawn once, exactly as ``static`` draws them.
 - threshold: pixel/255 > 0.5.
@@ -23,7 +24,7 @@ import numpy as np
 
 from stages import params
 from stages.atomic import StagedOutputs
-from stages.datasets import BINARY, INTENSITY, PIXELS, PREPARED, SPLITS
+from stages.datasets import BINARY, INTENSITY, PIXELS, PREPARED, SPLITS, binarize
 from stages.runtime import log, run_stage
 from stages.sources import DataError
 
@@ -44,10 +45,10 @@ def split_mnist(raw: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.nd
     }
 
 
-def bernoulli_draw(intensities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One Bernoulli(pixel / 255) draw per pixel, as uint8 0/1."""
-    uniform = rng.random(intensities.shape, dtype=np.float32)
-    return (uniform < intensities.astype(np.float32) / np.float32(255)).astype(np.uint8)
+def bernoulli_draw(intensities: np.ndarray, seed: int, split: str) -> np.ndarray:
+    """One Bernoulli(pixel / 255) draw per pixel, as uint8 0/1, seeded by (seed, split)."""
+    stream = SPLITS.index(split)
+    return binarize(intensities, [seed, stream]).numpy().astype(np.uint8)
 
 
 def threshold(intensities: np.ndarray) -> np.ndarray:
@@ -79,14 +80,11 @@ def prepare(
 ):
     """{split: (images, labels)} and {split: BINARY | INTENSITY} for one binarization."""
     mnist = split_mnist(raw)
-    rngs = dict(
-        zip(SPLITS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)))
-    )
-    splits, pixels = {}, {}
+    splits, encodings = {}, {}
     for name, (intensities, labels) in mnist.items():
         kind = BINARY
         if binarization == "static" or (binarization == "dynamic" and name != "train"):
-            images = bernoulli_draw(intensities, rngs[name])
+            images = bernoulli_draw(intensities, seed, name)
         elif binarization == "dynamic":
             images, kind = intensities, INTENSITY
         elif binarization == "threshold":
@@ -98,8 +96,8 @@ def prepare(
             labels = larochelle_labels(images, intensities, labels, name)
         else:
             raise ValueError(binarization)
-        splits[name], pixels[name] = (np.ascontiguousarray(images), labels), kind
-    return splits, pixels
+        splits[name], encodings[name] = (np.ascontiguousarray(images), labels), kind
+    return splits, encodings
 
 
 def load_raw(directory: Path = RAW_MNIST) -> dict[str, np.ndarray]:
@@ -111,21 +109,21 @@ def load_raw(directory: Path = RAW_MNIST) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    p = params.load(["binarization", "binarization_seed"])
+    config = params.load(["binarization", "binarization_seed"])
     raw = load_raw()
     fixed = None
-    if p["binarization"] == "larochelle":
+    if config["binarization"] == "larochelle":
         fixed = {
             s: np.load(RAW_LAROCHELLE / f"{s}_images.npy")
             for s in SPLITS
             if (RAW_LAROCHELLE / f"{s}_images.npy").exists()
         }
-    log(f"binarization {p['binarization']}, seed {p['binarization_seed']}")
-    splits, pixels = prepare(raw, p["binarization"], p["binarization_seed"], fixed)
+    log(f"binarization {config['binarization']}, seed {config['binarization_seed']}")
+    splits, encodings = prepare(raw, config["binarization"], config["binarization_seed"], fixed)
     info = {
-        "binarization": p["binarization"],
-        "binarization_seed": p["binarization_seed"],
-        "pixels": pixels,
+        "binarization": config["binarization"],
+        "binarization_seed": config["binarization_seed"],
+        "encoding": encodings,
         "sizes": {name: int(len(images)) for name, (images, _) in splits.items()},
     }
     with StagedOutputs() as out:
@@ -135,7 +133,7 @@ def main() -> None:
             np.save(directory / f"{name}_labels.npy", labels.astype(np.uint8))
         (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     for name, (images, _) in splits.items():
-        log(f"{name}: {len(images)} images, {pixels[name]}, mean pixel {images.mean():.4f}")
+        log(f"{name}: {len(images)} images, {encodings[name]}, mean pixel {images.mean():.4f}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""What every stage shares at run time: progress logging and clean one-line failures."""
+"""What every stage shares at run time: progress logging, clean one-line failures and a quiet
+TensorFlow start-up."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -28,3 +32,42 @@ def run_stage(main: Callable[[], None]) -> None:
     except StageError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+# TensorFlow's C++ start-up lines: absl writes them to stderr before logging is configured (so
+# TF_CPP_MIN_LOG_LEVEL cannot hide them), e.g. oneDNN and CUDA-driver notes, CPU-feature hints,
+# and, on machines without a GPU, "E0000 ... failed call to cuInit". They read as failures.
+STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} \S+ +\d+ \S+\] "
+    r"|E\d{4} \S+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit"
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+
+
+def start_tensorflow_quietly() -> None:
+    """Import TensorFlow and let it find its devices with file descriptor 2 sent to a temporary
+    file, then write back to stderr every line but the start-up noise (anything else, such as a
+    real error, still shows). Call before anything imports TensorFlow; later messages obey
+    TF_CPP_MIN_LOG_LEVEL (2 unless set: errors only)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        kept = [
+            line
+            for line in captured.read().decode(errors="replace").splitlines()
+            if not STARTUP_NOISE.match(line)
+        ]
+    if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)

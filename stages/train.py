@@ -1,18 +1,23 @@
 """Stage train: fit the VAE on the prepared training split, keep the best networks.
 
-Params: latent_dim, hidden_units, activation, epochs, batch_size, learning_rate, train_samples,
-patience, seed. Reads data/prepared/. Writes
-  models/inference_network.keras    encoder: x -> [loc, scale] of q(z|x)
+Params: latent_dim, hidden_units, activation, posterior, flow_steps, epochs, batch_size,
+learning_rate, lr_schedule, kl_warmup_epochs, ema, train_samples, gradient_estimator, patience,
+seed. Reads data/prepared/. Writes
+  models/inference_network.keras    encoder: x -> [loc, scale] (and the flow's context h) of q(z|x)
   models/generative_network.keras   decoder: z -> Bernoulli logits of p(x|z)
+  models/posterior_flow.keras       the flow's networks (posterior: iaf only)
   models/posterior_snapshots.npz    posterior means of a fixed subset of test digits, every epoch
-  metrics/train.json                best valid ELBO, epochs, seconds/epoch, examples/s, device
   dvclive/                          per-epoch curves (dvc plots, dvc exp show)
-The validation ELBO is computed every epoch; training stops early after ``patience`` epochs
-without improvement and the saved networks are those of the best epoch.
+  metrics/train.json                best valid bound, epochs, timings and device (no stage reads it)
+The validation bound is computed every epoch; training stops early after ``patience`` epochs
+without improvement and the saved networks are those of the best epoch (with ``ema``, of the
+weights' moving average). A run that is killed resumes from its last completed epoch when the
+stage runs again with the same params, code and data (``backup.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -23,30 +28,37 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import devices, params, vae
+from stages import devices, history, params, vae
 from stages.atomic import StagedOutputs
-from stages.datasets import INTENSITY, Split, load_split
+from stages.backup import TrainingBackup
+from stages.datasets import INTENSITY, Split, binarize, load_split
 from stages.runtime import StageError, log, run_stage
 
 PARAMS = [
     "latent_dim",
     "hidden_units",
     "activation",
+    "posterior",
+    "flow_steps",
     "epochs",
     "batch_size",
     "learning_rate",
+    "lr_schedule",
+    "kl_warmup_epochs",
+    "ema",
     "train_samples",
+    "gradient_estimator",
     "patience",
     "seed",
 ]
 MODELS = Path("models")
 METRICS = Path("metrics/train.json")
-LIVE = Path("dvclive")
-SNAPSHOTS = "posterior_snapshots.npz"
 
 EXAMPLES_PER_CALL = 12_800  # minibatches stacked into one compiled call (a fit "step")
 VALID_BATCH = 2_000
 SNAPSHOT_EXAMPLES = 2_000
+EMA_MOMENTUM = 0.999
+IWAE_STAGES = 8  # Burda et al.: stage i of 3^i epochs at learning_rate * 10^(-i/7)
 
 
 class TrainingDiverged(StageError):
@@ -56,22 +68,45 @@ class TrainingDiverged(StageError):
 # --- input pipelines ------------------------------------------------------------------------
 
 
-def training_batches(images: np.ndarray, batch_size: int, minibatches_per_call: int, seed: int):
-    """Shuffled minibatches, ``minibatches_per_call`` of them stacked per element (S, B, 784).
+def training_batches(
+    train: Split,
+    batch_size: int,
+    minibatches_per_call: int,
+    seed: int,
+    epochs: int,
+    initial_epoch: int = 0,
+) -> tf.data.Dataset:
+    """Every epoch from ``initial_epoch`` on, as one stream of binarized float32 minibatches,
+    ``minibatches_per_call`` of them stacked per element (S, B, 784) (fewer at an epoch's end).
 
-    The images stay resident as one uint8 tensor; each epoch only a permutation of indices is
-    shuffled and gathered. The remainder that does not fill a minibatch is left out each epoch
-    (a different one every epoch). The order of minibatches does not depend on the stacking.
+    Epoch e's order is a permutation keyed by (seed, e), and with dynamic binarization minibatch
+    b of epoch e is drawn with the seed (seed, e, b): the stream depends on the epoch number
+    only, so a resumed run sees exactly the data an uninterrupted one would have. The images stay
+    resident as one uint8 tensor; the remainder that does not fill a minibatch is left out each
+    epoch (a different one every epoch).
     """
-    pixels = tf.constant(images)
-    batches = (
-        tf.data.Dataset.range(len(images))
-        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size, drop_remainder=True)
-    )
-    if minibatches_per_call > 1:
-        batches = batches.batch(minibatches_per_call)
-    return batches.map(lambda index: tf.gather(pixels, index)).prefetch(2)
+    images = tf.constant(train.images)
+    count = len(train.images)
+    steps = count // batch_size
+    dynamic = train.encoding == INTENSITY
+
+    def minibatch(epoch, index, rows):
+        pixels = tf.gather(images, rows)
+        if dynamic:
+            return binarize(pixels, tf.stack([seed, epoch * 2**20 + index]))
+        return tf.cast(pixels, tf.float32)
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        rows = tf.reshape(order[: steps * batch_size], [steps, batch_size])
+        batches = tf.data.Dataset.from_tensor_slices(rows).enumerate()
+        batches = batches.map(lambda index, rows: minibatch(epoch, index, rows))
+        return batches.batch(minibatches_per_call) if minibatches_per_call > 1 else batches
+
+    epochs = tf.data.Dataset.range(initial_epoch, epochs)
+    return epochs.flat_map(epoch_batches).prefetch(2)
 
 
 def validation_batches(images: np.ndarray):
@@ -121,12 +156,8 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, examples_per_epoch: int, objective: str, report=log):
         super().__init__()
-        self.epochs, self.examples, self.objective, self.report = (
-            epochs,
-            examples_per_epoch,
-            objective,
-            report,
-        )
+        self.epochs, self.examples, self.objective = epochs, examples_per_epoch, objective
+        self.report = report
         self.records: list[EpochRecord] = []
         self.best = -math.inf
 
@@ -139,9 +170,8 @@ class Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        record = EpochRecord(
-            epoch + 1, now - self.start, self.last_batch_end - self.start, self.examples, logs
-        )
+        train_seconds = self.last_batch_end - self.start
+        record = EpochRecord(epoch + 1, now - self.start, train_seconds, self.examples, logs)
         self.records.append(record)
         valid = logs.get(f"val_{self.objective}", -math.inf)
         mark = "  *best" if valid > self.best else ""
@@ -155,45 +185,45 @@ class Progress(keras.callbacks.Callback):
             f"  {record.seconds:.1f} s{mark}"
         )
 
+    def backup_state(self):
+        return {"records": [dataclasses.asdict(r) for r in self.records], "best": self.best}, {}
 
-class LiveCurves(keras.callbacks.Callback):
-    """Per-epoch curves through dvclive: train/<metric> and valid/<metric>, step = epoch."""
-
-    def __init__(self, directory: Path):
-        super().__init__()
-        from dvclive import Live
-
-        self.live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, report=None)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.live.step = epoch + 1
-        for name, value in (logs or {}).items():
-            split, metric = ("valid", name[4:]) if name.startswith("val_") else ("train", name)
-            self.live.log_metric(f"{split}/{metric}", float(value))
-        self.live.next_step()
-
-    def on_train_end(self, logs=None):
-        self.live.end()
+    def restore_backup_state(self, values, arrays):
+        self.records = [EpochRecord(**record) for record in values["records"]]
+        self.best = values["best"]
 
 
-class PosteriorSnapshots(keras.callbacks.Callback):
-    """Posterior means E_q[z|x] of fixed images before training and after every epoch."""
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' early stopping on the validation bound, with its state in the training backup."""
 
-    def __init__(self, images: np.ndarray):
-        super().__init__()
-        self.x = tf.constant(images, tf.float32)
-        self.epochs: list[int] = []
-        self.means: list[np.ndarray] = []
+    def __init__(self, objective: str, patience: int):
+        super().__init__(
+            f"val_{objective}", mode="max", patience=patience, restore_best_weights=True
+        )
 
-    def _snapshot(self, epoch):
-        self.epochs.append(epoch)
-        self.means.append(np.asarray(self.model.inference_network(self.x)[0], np.float32))
+    def backup_state(self):
+        values = {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch}
+        weights = {str(i): w for i, w in enumerate(self.best_weights or [])}
+        return values, weights
 
-    def on_train_begin(self, logs=None):
-        self._snapshot(0)
+    def restore_backup_state(self, values, arrays):
+        self.wait, self.best, self.best_epoch = values["wait"], values["best"], values["best_epoch"]
+        self.best_weights = [arrays[str(i)] for i in range(len(arrays))] or None
 
-    def on_epoch_end(self, epoch, logs=None):
-        self._snapshot(epoch + 1)
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' swap of the weights' moving average into the model from each epoch's end (for
+    validation, early stopping's best weights and the snapshots) to the next epoch's start; the
+    backup, saved at an epoch's end, records that the average is in the model."""
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def backup_state(self):
+        return {"ema_weights_in_model": self._ema_weights_in_model}, {}
+
+    def restore_backup_state(self, values, arrays):
+        self._ema_weights_in_model = values["ema_weights_in_model"]
 
 
 # --- training -------------------------------------------------------------------------------
@@ -204,20 +234,55 @@ class TrainingRun:
     model: vae.VariationalAutoencoder
     records: list[EpochRecord]
     best_epoch: int
-    snapshots: PosteriorSnapshots
+    snapshots: history.PosteriorSnapshots
     device: str
+    resumed_from_epoch: int = 0
 
 
-def build_model(p: dict, dynamic_binarization: bool) -> vae.VariationalAutoencoder:
+def pixel_means(train: Split) -> np.ndarray:
+    """Each pixel's mean over the training images, as a probability (the decoder's first bias)."""
+    scale = 255.0 if train.encoding == INTENSITY else 1.0
+    return train.images.mean(axis=0, dtype=np.float64) / scale
+
+
+def build_model(config: dict, train: Split, steps_per_epoch: int) -> vae.VariationalAutoencoder:
+    networks = vae.make_networks(
+        config["latent_dim"],
+        config["hidden_units"],
+        config["activation"],
+        config["posterior"],
+        config["flow_steps"],
+        pixel_means(train),
+    )
     model = vae.VariationalAutoencoder(
-        vae.make_inference_network(p["latent_dim"], p["hidden_units"], p["activation"]),
-        vae.make_generative_network(p["latent_dim"], p["hidden_units"], p["activation"]),
-        train_samples=p["train_samples"],
-        seed=p["seed"],
-        dynamic_binarization=dynamic_binarization,
+        networks,
+        train_samples=config["train_samples"],
+        seed=config["seed"],
+        kl_warmup_steps=config["kl_warmup_epochs"] * steps_per_epoch,
+        gradient_estimator=config["gradient_estimator"],
     )
     model.build((None, vae.PIXELS))
     return model
+
+
+def learning_rate(config: dict, steps_per_epoch: int):
+    """The learning rate, or a Keras schedule of it over optimizer steps.
+
+    iwae: Burda et al.'s schedule scaled to ``epochs``: 8 stages, stage i lasting a 3^i / 3280
+    share of the epochs, at learning_rate * 10^(-i/7). cosine: from learning_rate down to 0.
+    """
+    base, schedule = config["learning_rate"], config["lr_schedule"]
+    total_steps = config["epochs"] * steps_per_epoch
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=total_steps)
+    shares = np.cumsum([3**i for i in range(IWAE_STAGES)]) / sum(3**i for i in range(IWAE_STAGES))
+    # stage i + 1 starts at step round(share_i * total): Keras keeps values[i] up to and including
+    # boundaries[i]
+    boundaries = [int(round(share * total_steps)) - 1 for share in shares[:-1]]
+    values = [base * 10 ** (-i / 7) for i in range(IWAE_STAGES)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
 def stack_size(steps: int, batch_size: int) -> int:
@@ -229,7 +294,7 @@ def stack_size(steps: int, batch_size: int) -> int:
 
 
 def fit(
-    p: dict,
+    config: dict,
     train: Split,
     valid: Split,
     snapshot_images: np.ndarray,
@@ -237,60 +302,83 @@ def fit(
     live_dir: Path | None = None,
     report=log,
     minibatches_per_call: int | None = None,
+    backup: TrainingBackup | None = None,
 ) -> TrainingRun:
-    """Train with ``p`` (validated train params) and return the model with the best weights."""
-    if p["batch_size"] > len(train.images):
-        raise params.not_allowed(
-            "batch_size", p["batch_size"], f"at most the {len(train.images)} training images"
-        )
+    """Train with ``config`` (validated train params) and return the model with the best weights.
+
+    With ``backup``, the state after every epoch is saved there, and a state found there at the
+    start is resumed from.
+    """
+    if config["batch_size"] > len(train.images):
+        limit = f"at most the {len(train.images)} training images"
+        raise params.not_allowed("batch_size", config["batch_size"], limit)
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
-    steps = len(train.images) // p["batch_size"]
+    steps = len(train.images) // config["batch_size"]
     if minibatches_per_call is None:
-        minibatches_per_call = 1 if replicas > 1 else stack_size(steps, p["batch_size"])
-    keras.utils.set_random_seed(p["seed"])
+        minibatches_per_call = 1 if replicas > 1 else stack_size(steps, config["batch_size"])
+    calls_per_epoch = math.ceil(steps / minibatches_per_call)
+    keras.utils.set_random_seed(config["seed"])
     with strategy.scope():
-        model = build_model(p, dynamic_binarization=train.pixels == INTENSITY)
-        model.compile(
-            optimizer=keras.optimizers.Adam(p["learning_rate"]), jit_compile=replicas == 1
+        model = build_model(config, train, steps)
+        optimizer = keras.optimizers.Adam(
+            learning_rate(config, steps), use_ema=config["ema"], ema_momentum=EMA_MOMENTUM
         )
-    progress = Progress(p["epochs"], steps * p["batch_size"], model.objective_name, report)
-    stopping = keras.callbacks.EarlyStopping(
-        monitor=f"val_{model.objective_name}",
-        mode="max",
-        patience=p["patience"],
-        restore_best_weights=True,
-    )
-    snapshots = PosteriorSnapshots(snapshot_images)
-    callbacks = [NonFiniteGuard(p["learning_rate"]), progress, stopping, snapshots]
+        model.compile(optimizer=optimizer, jit_compile=replicas == 1)
+        optimizer.build(model.trainable_variables)
+    resumed = backup.restore(model, live_dir) if backup is not None else None
+    initial_epoch = resumed.epoch if resumed else 0
+    if resumed:
+        report(f"resuming from epoch {initial_epoch} (backup {backup.directory})")
+
+    objective = model.objective_name
+    progress = Progress(config["epochs"], steps * config["batch_size"], objective, report)
+    stopping = EarlyStopping(objective, config["patience"])
+    snapshots = history.PosteriorSnapshots(snapshot_images, config["seed"])
+    stateful = {"progress": progress}
+    if config["ema"]:  # validate, keep and save the moving average of the weights: swap it in
+        stateful["ema"] = SwapEMAWeights()  # before early stopping and snapshots see the weights
+    stateful.update(stopping=stopping, snapshots=snapshots)
+    callbacks = [NonFiniteGuard(config["learning_rate"]), *stateful.values()]
     if live_dir is not None:
-        callbacks.append(LiveCurves(live_dir))
+        callbacks.append(history.LiveCurves(live_dir, objective, resume=resumed is not None))
+    if backup is not None:  # last: it saves what the others updated, and restores after them
+        callbacks.append(backup.callback(resumed, stateful, live_dir))
     device = devices.describe(strategy)
     report(
-        f"training on {device}: {steps} minibatches of {p['batch_size']} per epoch, "
-        f"{minibatches_per_call} per compiled call, objective {model.objective_name}"
+        f"training on {device}: {steps} minibatches of {config['batch_size']} per epoch, "
+        f"{minibatches_per_call} per compiled call, objective {objective}"
     )
     model.fit(
-        training_batches(train.images, p["batch_size"], minibatches_per_call, p["seed"]),
+        training_batches(
+            train,
+            config["batch_size"],
+            minibatches_per_call,
+            config["seed"],
+            config["epochs"],
+            initial_epoch,
+        ),
         validation_data=validation_batches(valid.images),
-        epochs=p["epochs"],
+        epochs=config["epochs"],
+        initial_epoch=initial_epoch,
+        steps_per_epoch=calls_per_epoch,
         callbacks=callbacks,
         verbose=0,
         shuffle=False,
     )
-    best_epoch = (
-        (stopping.best_epoch + 1) if stopping.best_weights is not None else len(progress.records)
-    )
-    return TrainingRun(model, progress.records, best_epoch, snapshots, device)
+    best_epoch = stopping.best_epoch + 1 if stopping.best_weights is not None else initial_epoch
+    return TrainingRun(model, progress.records, best_epoch, snapshots, device, initial_epoch)
 
 
 def training_metrics(run: TrainingRun) -> dict:
     best = run.records[run.best_epoch - 1].logs
     steady = run.records[1:] or run.records  # the first epoch includes XLA compilation
     train_seconds = statistics.median(r.train_seconds for r in steady)
+    objective = run.model.objective_name
     return {
         "best_epoch": run.best_epoch,
         "epochs_run": len(run.records),
+        "objective": objective,
         "best_valid_elbo": round(best["val_elbo"], 4),
         "best_valid_kl": round(best["val_kl"], 4),
         "train_elbo_at_best": round(best["elbo"], 4),
@@ -299,6 +387,7 @@ def training_metrics(run: TrainingRun) -> dict:
         "first_epoch_seconds": round(run.records[0].seconds, 3),
         "train_examples_per_second": round(run.records[0].examples / train_seconds, 1),
         "seconds_total": round(sum(r.seconds for r in run.records), 2),
+        "resumed_from_epoch": run.resumed_from_epoch,
         "device": run.device,
     }
 
@@ -310,28 +399,27 @@ def snapshot_subset(test: Split, seed: int, size: int = SNAPSHOT_EXAMPLES) -> np
 
 
 def main() -> None:
-    p = params.load(PARAMS)
+    config = params.load(PARAMS)
     train, valid, test = (load_split(name) for name in ("train", "valid", "test"))
-    indices = snapshot_subset(test, p["seed"])
+    indices = snapshot_subset(test, config["seed"])
     strategy = devices.choose_strategy()
+    backup = TrainingBackup.for_run(config, train)
     with StagedOutputs() as out:
-        live_dir = out.directory(LIVE)
-        run = fit(p, train, valid, test.images[indices].astype(np.float32), strategy, live_dir)
+        live_dir = out.directory(history.LIVE)
+        snapshot_images = test.images[indices].astype(np.float32)
+        run = fit(config, train, valid, snapshot_images, strategy, live_dir, backup=backup)
         metrics = training_metrics(run)
         models = out.directory(MODELS)
-        vae.save_networks(run.model.inference_network, run.model.generative_network, models)
-        np.savez(
-            models / SNAPSHOTS,
-            epochs=np.asarray(run.snapshots.epochs, np.int32),
-            posterior_means=np.stack(run.snapshots.means),
-            labels=test.labels[indices],
-            test_indices=indices,
-        )
+        networks = run.model.networks
+        vae.save_networks(networks, models)
+        how = vae.describe_posterior_means(networks)
+        history.save_snapshots(models, run.snapshots, test.labels[indices], indices, how)
         out.json(METRICS, metrics)
+    backup.discard()
     log(
         f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}: valid ELBO "
         f"{metrics['best_valid_elbo']:.2f} nats; {metrics['train_examples_per_second']:,.0f} "
-        f"examples/s on {metrics['device']}; wrote {MODELS}/, {METRICS}, {LIVE}/"
+        f"examples/s on {metrics['device']}; wrote {MODELS}/, {METRICS}, {history.LIVE}/"
     )
 
 

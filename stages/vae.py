@@ -1,28 +1,43 @@
 """The variational autoencoder of the seed post, in both of its languages.
 
-    probability model                                neural-net language
-    prior            p(z)   = N(0, I)                 -
-    likelihood       p(x|z) = Bernoulli(logits=g(z))  decoder g  = generative network
-    approx posterior q(z|x) = N(loc(x), scale(x))     encoder    = inference network
-    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))    -ELBO       = the loss
-    IWAE_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i|x)  (k = 1: a one-sample ELBO)
+    probability model                                      neural-net language
+    prior             p(z)   = N(0, I)                      -
+    likelihood        p(x|z) = Bernoulli(logits = g(z))     decoder g = generative network
+    approx. posterior q(z|x) = N(loc(x), scale(x))          encoder   = inference network
+                      (posterior: iaf) that Gaussian pushed through an inverse autoregressive flow
 
-The two networks are plain Keras 3 models made of Dense layers only, so the saved ``.keras``
-files load with ``keras.saving.load_model`` and nothing from this repository. The
-distributions are TensorFlow Probability's (``tfd``), built around the networks' outputs.
+The post's equations, each one function here:
 
-Every value named ``*_per_example`` is in nats for each example (summed over pixels and latent
-dimensions); losses are batch means of those.
+    prior(L)                          p(z)
+    likelihood(g, z)                  p(x|z), 784 Bernoulli pixels
+    approximate_posterior(nets, x)    q(z|x)
+    sample_and_log_prob(q, eps)       z ~ q(z|x), reparameterized (z = loc + scale * eps, then the
+                                      flow), and log q(z|x) of those z
+    log_importance_weights(x, z, ..)  log w = log p(x|z) + log p(z) - log q(z|x)
+    elbo(...)                         ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z))
+    iwae_bound(log w)                 log (1/k) sum_k w_k: the IWAE bound (Burda et al.) and the
+                                      importance-sampled estimate of log p(x)
+
+The inference and generative networks are plain Keras 3 models of Dense layers, so their .keras
+files load with ``keras.saving.load_model`` and nothing from this repository; the flow's networks
+need ``import stages.flow``. The distributions are TensorFlow Probability's (``tfd``, ``tfb``).
+
+Every value named ``*_per_example`` or returned per example is in nats for each example (summed
+over pixels and latent dimensions); losses are batch means of those.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from stages import atomic
+from stages.flow import PosteriorFlow
 from stages.runtime import StageError
 
 tfd = tfp.distributions
@@ -34,50 +49,121 @@ RNG_ALG = "philox"  # the default stateless algorithm is ~25x slower under XLA o
 # --- the networks ---------------------------------------------------------------------------
 
 
-def make_inference_network(latent_dim: int, hidden_units: list[int], activation: str):
-    """Encoder: x (N, 784) in {0, 1} -> [loc (N, L), scale (N, L) > 0] of q(z|x)."""
+@dataclass
+class Networks:
+    """The inference network (encoder), the generative network (decoder) and, for the flow
+    posterior, the flow's networks (None for the mean-field Gaussian)."""
+
+    inference: keras.Model
+    generative: keras.Model
+    flow: PosteriorFlow | None = None
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.generative.inputs[0].shape[-1])
+
+
+def make_inference_network(
+    latent_dim: int, hidden_units: list[int], activation: str, context_units: int = 0
+):
+    """Encoder: x (N, 784) in {0, 1} -> [loc (N, L), scale (N, L) > 0] of the Gaussian q(z|x),
+    and with ``context_units`` a context h (N, H) for the flow's steps."""
     x = keras.Input((PIXELS,), name="x")
     h = x
     for i, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    loc = keras.layers.Dense(latent_dim, name="loc")(h)
-    scale = keras.layers.Dense(latent_dim, activation="softplus", name="scale")(h)
-    return keras.Model(x, [loc, scale], name="inference_network")
+    outputs = [
+        keras.layers.Dense(latent_dim, name="loc")(h),
+        keras.layers.Dense(latent_dim, activation="softplus", name="scale")(h),
+    ]
+    if context_units:
+        outputs.append(keras.layers.Dense(context_units, name="context")(h))
+    return keras.Model(x, outputs, name="inference_network")
 
 
-def make_generative_network(latent_dim: int, hidden_units: list[int], activation: str):
-    """Decoder: z (N, L) -> 784 Bernoulli logits of p(x|z); hidden layers mirror the encoder's."""
+def make_generative_network(
+    latent_dim: int, hidden_units: list[int], activation: str, pixel_means: np.ndarray | None = None
+):
+    """Decoder: z (N, L) -> the 784 Bernoulli logits of p(x|z); hidden layers mirror the encoder's.
+
+    ``pixel_means`` (784,) of the training images, when given, set the output bias to their logits
+    (clipped to [1e-3, 1 - 1e-3]): before training p(x|z) is then the pixel-wise marginal.
+    """
     z = keras.Input((latent_dim,), name="z")
     h = z
     for i, units in enumerate(reversed(hidden_units)):
         h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
-    logits = keras.layers.Dense(PIXELS, name="logits")(h)
+    bias = "zeros"
+    if pixel_means is not None:
+        p = np.clip(np.asarray(pixel_means, np.float64), 1e-3, 1 - 1e-3)
+        bias = keras.initializers.Constant(np.log(p / (1 - p)).astype(np.float32))
+    logits = keras.layers.Dense(PIXELS, bias_initializer=bias, name="logits")(h)
     return keras.Model(z, logits, name="generative_network")
 
 
-def latent_dim_of(generative_network) -> int:
-    return int(generative_network.inputs[0].shape[-1])
+def make_networks(
+    latent_dim: int,
+    hidden_units: list[int],
+    activation: str,
+    posterior: str,
+    flow_steps: int,
+    pixel_means: np.ndarray | None = None,
+) -> Networks:
+    """The networks of a fresh model; ``posterior`` is "gaussian" or "iaf" (with ``flow_steps``)."""
+    flow = PosteriorFlow(latent_dim, flow_steps, context_units=latent_dim, activation=activation)
+    return Networks(
+        make_inference_network(
+            latent_dim,
+            hidden_units,
+            activation,
+            context_units=latent_dim if posterior == "iaf" else 0,
+        ),
+        make_generative_network(latent_dim, hidden_units, activation, pixel_means),
+        flow if posterior == "iaf" else None,
+    )
 
 
 INFERENCE_NETWORK_FILE = "inference_network.keras"
 GENERATIVE_NETWORK_FILE = "generative_network.keras"
+POSTERIOR_FLOW_FILE = "posterior_flow.keras"
 
 
-def save_networks(inference_network, generative_network, directory) -> None:
-    inference_network.save(Path(directory) / INFERENCE_NETWORK_FILE)
-    generative_network.save(Path(directory) / GENERATIVE_NETWORK_FILE)
+def save_networks(networks: Networks, directory) -> None:
+    """The .keras files of the networks, byte-stable (same weights, same bytes)."""
+    files = {
+        INFERENCE_NETWORK_FILE: networks.inference,
+        GENERATIVE_NETWORK_FILE: networks.generative,
+    }
+    if networks.flow is not None:
+        files[POSTERIOR_FLOW_FILE] = networks.flow
+    for name, network in files.items():
+        path = Path(directory) / name
+        network.save(path)
+        atomic.make_zip_reproducible(path)
 
 
-def load_networks(directory):
-    """(inference network, generative network) from the train stage's .keras files."""
-    paths = [Path(directory) / name for name in (INFERENCE_NETWORK_FILE, GENERATIVE_NETWORK_FILE)]
+def load_networks(directory) -> Networks:
+    """The networks the train stage saved in ``directory`` (with the flow's, if it saved one)."""
+    directory = Path(directory)
+    paths = [directory / name for name in (INFERENCE_NETWORK_FILE, GENERATIVE_NETWORK_FILE)]
     for path in paths:
         if not path.exists():
             raise StageError(f"{path} not found: run the train stage first")
-    return tuple(keras.saving.load_model(path, compile=False) for path in paths)
+    flow_path = directory / POSTERIOR_FLOW_FILE
+    flow = keras.saving.load_model(flow_path, compile=False) if flow_path.exists() else None
+    return Networks(*(keras.saving.load_model(path, compile=False) for path in paths), flow)
 
 
 # --- the distributions ----------------------------------------------------------------------
+
+
+class Bernoulli(tfd.Bernoulli):
+    """``tfd.Bernoulli`` whose log_prob of x in {0, 1} takes one transcendental per pixel,
+    x * logits - softplus(logits), where TFP's takes two softplus."""
+
+    def _log_prob(self, x):
+        logits = self._logits_parameter_no_checks()
+        return tf.cast(x, logits.dtype) * logits - tf.math.softplus(logits)
 
 
 def prior(latent_dim: int):
@@ -89,51 +175,160 @@ def prior(latent_dim: int):
     )
 
 
-def approximate_posterior(inference_network, x):
-    """q(z|x): a diagonal Gaussian whose parameters the inference network computes from x."""
-    loc, scale = inference_network(x)
-    return tfd.Independent(tfd.Normal(loc=loc, scale=scale), 1, name="approximate_posterior")
-
-
 def likelihood(generative_network, z):
     """p(x|z): 784 independent Bernoulli pixels; z may carry leading sample dims, (..., L)."""
     flat = tf.reshape(z, [-1, z.shape[-1]])
     logits = generative_network(flat)
     logits = tf.reshape(logits, tf.concat([tf.shape(z)[:-1], [PIXELS]], axis=0))
-    return tfd.Independent(tfd.Bernoulli(logits=logits), 1, name="likelihood")
+    return tfd.Independent(Bernoulli(logits=logits), 1, name="likelihood")
 
 
-def reparameterized_sample(q, eps):
-    """z = loc + scale * eps, eps ~ N(0, I) (k, N, L): samples of q that carry gradients."""
-    return q.distribution.loc + q.distribution.scale * eps
+def posterior_from_parameters(loc, scale, context=None, flow: PosteriorFlow | None = None):
+    """q(z|x) from its per-example parameters: the diagonal Gaussian N(loc, scale^2), or that
+    Gaussian pushed through the flow's steps given the context (a flow of 0 steps is the Gaussian
+    itself)."""
+    gaussian = tfd.Independent(tfd.Normal(loc=loc, scale=scale), 1, name="gaussian_posterior")
+    if flow is None or flow.steps == 0:
+        return gaussian
+    return tfd.TransformedDistribution(gaussian, flow.bijector(context), name="flow_posterior")
+
+
+def approximate_posterior(networks: Networks, x):
+    """q(z|x): the inference network computes its parameters from x (amortized inference)."""
+    return posterior_from_parameters(*networks.inference(x), flow=networks.flow)
+
+
+def sample_and_log_prob(q, eps):
+    """z ~ q(z|x) as a differentiable function of eps ~ N(0, I) (k, N, L), and log q(z|x) (k, N).
+
+    The Gaussian: z = loc + scale * eps. The flow: those z pushed forward, and log q from the
+    forward pass, log q(z_T|x) = log q(z_0|x) - log |det dz_T/dz_0|, with no inverse pass. The
+    noise is drawn by the caller (``standard_normal``), keyed by a stateless seed.
+    """
+    if isinstance(q, tfd.Independent):  # the Gaussian
+        normal = q.distribution
+        z = normal.loc + normal.scale * eps
+        return z, q.log_prob(z)
+    z0, log_q0 = sample_and_log_prob(q.distribution, eps)  # the flow's base Gaussian
+    return q.bijector.forward(z0), log_q0 - q.bijector.forward_log_det_jacobian(z0, 1)
+
+
+def with_parameters_stopped(q):
+    """The same Gaussian q with no gradient through its parameters (for DReG's log q(z|x))."""
+    gaussian = q.distribution
+    return tfd.Independent(
+        tfd.Normal(tf.stop_gradient(gaussian.loc), tf.stop_gradient(gaussian.scale)), 1
+    )
+
+
+MEAN_SAMPLES = 64  # samples behind a Monte Carlo posterior mean (the flow)
+
+
+def posterior_means(q, eps):
+    """E_q[z|x] (N, L): exact for the Gaussian, else the mean of the samples that eps gives."""
+    try:
+        return q.mean()
+    except NotImplementedError:
+        return tf.reduce_mean(sample_and_log_prob(q, eps)[0], axis=0)
+
+
+def posterior_means_of(networks: Networks, images: np.ndarray, seed: int) -> np.ndarray:
+    """E_q[z|x] (N, L) of images (N, 784) in {0, 1}; a flow's from MEAN_SAMPLES draws of fixed
+    noise (stream ``seed``)."""
+    x = tf.constant(images, tf.float32)
+    eps = standard_normal([MEAN_SAMPLES, len(images), networks.latent_dim], [seed, 1])
+    return np.asarray(posterior_means(approximate_posterior(networks, x), eps))
+
+
+def describe_posterior_means(networks: Networks) -> str:
+    """How ``posterior_means_of`` computes them, in words for figure titles."""
+    if networks.flow is None or networks.flow.steps == 0:
+        return "means of q(z|x)"
+    return f"means of q(z|x) (Monte Carlo, {MEAN_SAMPLES} samples of the flow)"
 
 
 # --- the bounds -----------------------------------------------------------------------------
 
 
-def bounds_per_example(x, inference_network, generative_network, eps):
-    """ELBO and IWAE bounds of log p(x) for each example, from the k samples in eps (k, N, L).
+def log_importance_weights(x, z, log_q, generative_network):
+    """log w = log p(x|z) + log p(z) - log q(z|x) for each sample and example (k, N), and the
+    log p(x|z) term alone (the ELBO's expected log-likelihood averages it)."""
+    log_px_given_z = likelihood(generative_network, z).log_prob(x)
+    log_pz = prior(z.shape[-1]).log_prob(z)
+    return log_px_given_z + log_pz - log_q, log_px_given_z
 
-    Returns nats per example (shape (N,)):
-      expected_log_likelihood  (1/k) sum_i log p(x|z_i)         (Monte Carlo)
-      kl                       KL(q(z|x) || p(z))                (analytic)
-      elbo                     expected_log_likelihood - kl
-      iwae                     logmeanexp_i [log p(x, z_i) - log q(z_i|x)]
+
+def analytic_kl(q):
+    """KL(q(z|x) || p(z)) per example where TFP knows it (the Gaussian), else None."""
+    try:
+        return tfd.kl_divergence(q, prior(q.event_shape[-1]))
+    except NotImplementedError:
+        return None
+
+
+def elbo(log_px_given_z, log_weights, q):
+    """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) per example, from k samples (k, N).
+
+    E_q[log p(x|z)] is the Monte Carlo mean of log p(x|z). The KL is analytic for the Gaussian
+    posterior; for the flow it is Monte Carlo too, KL ~= mean_k [log q(z_k|x) - log p(z_k)]
+    = mean log p(x|z) - mean log w. Returns (elbo, expected_log_likelihood, kl), each (N,).
     """
-    q = approximate_posterior(inference_network, x)
-    p_z = prior(eps.shape[-1])
-    z = reparameterized_sample(q, eps)
-    log_px_given_z = likelihood(generative_network, z).log_prob(x)  # (k, N)
-    kl = tfd.kl_divergence(q, p_z)
     expected_log_likelihood = tf.reduce_mean(log_px_given_z, axis=0)
-    log_weights = log_px_given_z + p_z.log_prob(z) - q.log_prob(z)  # log p(x, z) - log q(z|x)
-    k = tf.cast(tf.shape(eps)[0], log_weights.dtype)
+    kl = analytic_kl(q)
+    if kl is None:
+        kl = expected_log_likelihood - tf.reduce_mean(log_weights, axis=0)
+    return expected_log_likelihood - kl, expected_log_likelihood, kl
+
+
+def iwae_bound(log_weights):
+    """log (1/k) sum_k w_k per example, by log-sum-exp over the k samples (axis 0)."""
+    k = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k)
+
+
+def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_fixed=False):
+    """The bounds of log p(x) for each example from the k samples that eps (k, N, L) gives.
+
+    Returns nats per example, (N,): expected_log_likelihood, kl, elbo, iwae, and the training
+    objectives elbo_annealed = E_q[log p(x|z)] - beta KL and iwae_annealed, the IWAE bound of the
+    annealed weights log p(x|z) + beta [log p(z) - log q(z|x)] (k, N, also returned as
+    log_weights_annealed); they equal elbo and iwae when beta = kl_weight = 1.
+    With ``q_parameters_fixed`` (DReG), log q(z|x) carries gradients through z only: the values
+    are the same.
+    """
+    q = approximate_posterior(networks, x)
+    z, log_q = sample_and_log_prob(q, eps)
+    if q_parameters_fixed:
+        log_q = with_parameters_stopped(q).log_prob(z)
+    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks.generative)
+    value, expected_log_likelihood, kl = elbo(log_px_given_z, log_weights, q)
+    annealed = log_px_given_z + kl_weight * (log_weights - log_px_given_z)
     return {
         "expected_log_likelihood": expected_log_likelihood,
         "kl": kl,
-        "elbo": expected_log_likelihood - kl,
-        "iwae": tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(k),
+        "elbo": value,
+        "iwae": iwae_bound(log_weights),
+        "elbo_annealed": expected_log_likelihood - kl_weight * kl,
+        "iwae_annealed": iwae_bound(annealed),
+        "log_weights_annealed": annealed,
     }
+
+
+def dreg_surrogates(log_weights):
+    """Doubly reparameterized gradients of the IWAE bound (Tucker et al. 2018), as two surrogate
+    objectives (N,) whose gradients are the estimator (their values are not the bound):
+
+      inference network:  sum_k stop(w~_k^2) log w_k
+      generative network: sum_k stop(w~_k) log w_k    (the usual IWAE gradient)
+
+    where w~ = w / sum_k w are the normalized importance weights and log w_k (k, N) was computed
+    with q's parameters held fixed in log q(z|x) (``bounds_per_example(q_parameters_fixed=True)``),
+    so that the inference network's gradient flows through z_k only.
+    """
+    normalized = tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
+    inference = tf.reduce_sum(tf.square(normalized) * log_weights, axis=0)
+    generative = tf.reduce_sum(normalized * log_weights, axis=0)
+    return inference, generative
 
 
 def standard_normal(shape, seed):
@@ -141,42 +336,40 @@ def standard_normal(shape, seed):
     return tf.random.stateless_normal(shape, seed=seed, alg=RNG_ALG)
 
 
-def bernoulli_pixels(intensities, seed):
-    """A fresh binarization of uint8 intensities: each pixel 1 with probability pixel / 255."""
-    uniform = tf.random.stateless_uniform(tf.shape(intensities), seed=seed, alg=RNG_ALG)
-    return tf.cast(uniform < tf.cast(intensities, tf.float32) / 255.0, tf.float32)
-
-
 # --- training -------------------------------------------------------------------------------
 
 
 class VariationalAutoencoder(keras.Model):
-    """Trains the inference and generative networks together by maximising the ELBO (k = 1) or
-    the IWAE bound (k = ``train_samples`` > 1), with a custom ``train_step`` so that ``fit``,
-    its callbacks and validation work as usual.
+    """Trains the networks together, as in the keras-io VAE example: loss = -mean(objective) with
+    objective the ELBO (train_samples = 1) or the IWAE bound (k = train_samples > 1), metric
+    trackers, and ``train_step``/``test_step`` so that ``fit``, its callbacks and validation work
+    as usual. Images arrive binarized (the input pipeline draws dynamic binarization).
 
     A training batch is either one minibatch (B, 784) or a stack of minibatches (S, B, 784); a
     stack is trained as S optimizer steps inside one compiled call, which removes the per-call
     overhead that otherwise dominates small models. The random draws of step t depend only on
-    (seed, t), so the result is the same whatever S is.
+    (seed, t), and the KL weight (warm-up) only on t, so the result is the same whatever S is,
+    and a run resumed from a saved optimizer state continues exactly as it would have.
     """
 
     def __init__(
         self,
-        inference_network,
-        generative_network,
+        networks: Networks,
         train_samples=1,
         seed=0,
-        dynamic_binarization=False,
+        kl_warmup_steps=0,
+        gradient_estimator="reparameterized",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.inference_network = inference_network
-        self.generative_network = generative_network
-        self.latent_dim = latent_dim_of(generative_network)
+        self.networks = networks
+        self.inference_network = networks.inference
+        self.generative_network = networks.generative
+        self.posterior_flow = networks.flow
         self.train_samples = int(train_samples)
         self.seed = int(seed)
-        self.dynamic_binarization = bool(dynamic_binarization)
+        self.kl_warmup_steps = int(kl_warmup_steps)
+        self.gradient_estimator = gradient_estimator
         self.objective_name = "elbo" if self.train_samples == 1 else "iwae"
         names = ["elbo", "expected_log_likelihood", "kl"]
         if self.train_samples > 1:
@@ -188,8 +381,8 @@ class VariationalAutoencoder(keras.Model):
         return list(self.trackers.values())
 
     def call(self, x):
-        """The posterior mean E_q[z|x] of each example."""
-        return self.inference_network(x)[0]
+        """The parameters of q(z|x) for each example (the inference network's outputs)."""
+        return self.inference_network(x)
 
     def _stream(self, counter, stream):
         """A stateless seed for draw ``stream`` of step ``counter`` (distinct per replica)."""
@@ -199,47 +392,61 @@ class VariationalAutoencoder(keras.Model):
         counter = tf.cast(counter, tf.int64) * replicas + replica
         return tf.stack([tf.constant(self.seed, tf.int64), 2 * counter + stream])
 
-    def _objective_per_example(self, x, seed):
-        eps = standard_normal([self.train_samples, tf.shape(x)[0], self.latent_dim], seed)
-        terms = bounds_per_example(x, self.inference_network, self.generative_network, eps)
-        return terms[self.objective_name], terms
+    def kl_weight(self, step):
+        """beta of the KL warm-up: rising linearly from 0 to 1 over kl_warmup_steps, then 1."""
+        if self.kl_warmup_steps == 0:
+            return tf.constant(1.0)
+        return tf.minimum(1.0, tf.cast(step, tf.float32) / self.kl_warmup_steps)
+
+    def _eps(self, x, seed):
+        return standard_normal([self.train_samples, tf.shape(x)[0], self.networks.latent_dim], seed)
 
     def _track(self, terms):
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
 
-    def _minibatch_step(self, pixels):
+    def _gradients(self, x, step):
+        """(gradients, variables, terms) of one minibatch's loss = -mean(objective)."""
+        eps = self._eps(x, self._stream(step, 0))
+        dreg = self.gradient_estimator == "dreg"
+        # gradients are summed over replicas: scale so that the step is the global mean's
+        scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape(persistent=dreg) as tape:
+            terms = bounds_per_example(x, self.networks, eps, self.kl_weight(step), dreg)
+            loss = -tf.reduce_mean(terms[f"{self.objective_name}_annealed"]) * scale
+            if dreg:
+                inference, generative = dreg_surrogates(terms["log_weights_annealed"])
+                inference_loss = -tf.reduce_mean(inference) * scale
+                generative_loss = -tf.reduce_mean(generative) * scale
+        if not dreg:
+            return tape.gradient(loss, self.trainable_weights), self.trainable_weights, terms
+        encoder = self.inference_network.trainable_weights
+        decoder = self.generative_network.trainable_weights
+        gradients = tape.gradient(inference_loss, encoder) + tape.gradient(generative_loss, decoder)
+        return gradients, encoder + decoder, terms
+
+    def _minibatch_step(self, x):
         step = tf.convert_to_tensor(self.optimizer.iterations)
-        if self.dynamic_binarization:
-            x = bernoulli_pixels(pixels, self._stream(step, 1))
-        else:
-            x = tf.cast(pixels, tf.float32)
-        with tf.GradientTape() as tape:
-            objective, terms = self._objective_per_example(x, self._stream(step, 0))
-            loss = -tf.reduce_mean(objective)
-            # gradients are summed over replicas: scale so that the step is the global mean's
-            scaled_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
+        gradients, variables, terms = self._gradients(x, step)
+        self.optimizer.apply(gradients, variables)
         self._track(terms)
 
-    def train_step(self, pixels):
-        if len(pixels.shape) == 2:
-            self._minibatch_step(pixels)
+    def train_step(self, images):
+        if len(images.shape) == 2:
+            self._minibatch_step(images)
         else:
 
             def body(i):
-                self._minibatch_step(tf.gather(pixels, i))
+                self._minibatch_step(tf.gather(images, i))
                 return (i + 1,)
 
-            tf.while_loop(lambda i: i < tf.shape(pixels)[0], body, (tf.constant(0),))
+            tf.while_loop(lambda i: i < tf.shape(images)[0], body, (tf.constant(0),))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
-    def test_step(self, pixels):
-        """Validation: the same bounds on fixed draws (the same eps every epoch)."""
-        x = tf.cast(pixels, tf.float32)
-        _, terms = self._objective_per_example(x, self._stream(-1, 0))
-        self._track(terms)
+    def test_step(self, images):
+        """Validation: the true bounds (beta = 1) on fixed draws (the same eps every epoch)."""
+        x = tf.cast(images, tf.float32)
+        self._track(bounds_per_example(x, self.networks, self._eps(x, self._stream(-1, 0))))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 

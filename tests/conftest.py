@@ -27,6 +27,9 @@ TINY_PARAMS = {
     "eval_samples": 50,
     "valid_eval_samples": 20,
     "manifold_grid": 5,
+    "gap_examples": 20,
+    "gap_steps": 50,
+    "gap_samples": 200,
 }
 
 

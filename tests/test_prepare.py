@@ -31,8 +31,8 @@ def test_valid_is_the_last_sixth_of_the_training_images(raw):
 
 
 def test_static_binarization_is_bernoulli_of_the_intensities(raw):
-    splits, pixels = prepare.prepare(raw, "static", 3)
-    assert pixels == {"train": "binary", "valid": "binary", "test": "binary"}
+    splits, encodings = prepare.prepare(raw, "static", 3)
+    assert encodings == {"train": "binary", "valid": "binary", "test": "binary"}
     intensities = prepare.split_mnist(raw)["train"][0] / 255
     x = splits["train"][0]
     assert set(np.unique(x)) <= {0, 1}
@@ -53,9 +53,9 @@ def test_same_seed_same_bits_other_seed_other_bits(raw):
 
 
 def test_dynamic_keeps_train_intensities_and_draws_valid_test_like_static(raw):
-    dynamic, pixels = prepare.prepare(raw, "dynamic", 5)
+    dynamic, encodings = prepare.prepare(raw, "dynamic", 5)
     static, _ = prepare.prepare(raw, "static", 5)
-    assert pixels["train"] == "intensity"
+    assert encodings["train"] == "intensity"
     assert np.array_equal(dynamic["train"][0], prepare.split_mnist(raw)["train"][0])
     for split in ("valid", "test"):
         assert np.array_equal(dynamic[split][0], static[split][0])
@@ -104,7 +104,7 @@ def test_stage_outputs_are_byte_identical_for_the_same_params(in_tmp_dir, raw):
         f"{s}_{k}.npy" for s in ("train", "valid", "test") for k in ("images", "labels")
     } | {"info.json"}
     split = load_split("valid")
-    assert split.images.shape == (200, 784) and split.pixels == "binary"
+    assert split.images.shape == (200, 784) and split.encoding == "binary"
     assert run_stage(in_tmp_dir, raw, seed=1) != first
 
 

@@ -32,7 +32,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_every_overridden_key_in_the_readme_exists():
     keys = set(re.findall(r"-S '?(\w+)=", README))
     assert {"latent_dim", "binarization", "hidden_units"} <= keys
-    assert keys <= set(params.SCHEMA)
+    assert keys <= set(params.KEYS)
 
 
 def test_images_in_the_readme_exist():

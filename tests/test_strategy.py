@@ -14,14 +14,9 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, sys.argv[1])
     from stages import train
-    from stages.datasets import Split
-    from stages.prepare import prepare
-    from tests import fixtures
-    from tests.conftest import TINY_PARAMS
-    prepared, pixels = prepare(fixtures.mnist_arrays(), "static", 0)
-    splits = {n: Split(n, x, y, pixels[n]) for n, (x, y) in prepared.items()}
-    p = dict(activation="relu", train_samples=1, seed=0,
-             **{k: v for k, v in TINY_PARAMS.items() if k in train.PARAMS})
+    from tests.test_train import TRAIN_PARAMS, make_splits
+    splits = make_splits()
+    p = TRAIN_PARAMS
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     snapshot_images = splits["test"].images[:10].astype(np.float32)
     run = train.fit(p, splits["train"], splits["valid"], snapshot_images, strategy=strategy,

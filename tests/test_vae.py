@@ -1,9 +1,12 @@
-"""The model: shapes, the ELBO against a hand computation, analytic KL, the IWAE bound."""
+"""The model's equations: the ELBO and IWAE bound against a hand computation, analytic vs Monte
+Carlo KL, Jensen's inequality, the one-softplus Bernoulli, the decoder's initial bias, KL
+warm-up and the doubly reparameterized gradient estimator."""
 
 import numpy as np
 import tensorflow as tf
 
 from stages import vae
+from stages.datasets import binarize
 
 
 def softplus(a):
@@ -14,35 +17,27 @@ def normal_log_pdf(z, loc, scale):
     return -0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
 
 
-def networks(latent_dim=2, hidden=(8,), activation="tanh", seed=0):
+def networks(latent_dim=2, hidden=(8,), activation="tanh", seed=0, posterior="gaussian"):
     tf.keras.utils.set_random_seed(seed)
-    return (
-        vae.make_inference_network(latent_dim, list(hidden), activation),
-        vae.make_generative_network(latent_dim, list(hidden), activation),
-    )
+    return vae.make_networks(latent_dim, list(hidden), activation, posterior, flow_steps=2)
 
 
 def binary_images(n, seed=0):
     return (np.random.default_rng(seed).random((n, 784)) < 0.2).astype(np.float32)
 
 
-def test_shapes_and_dtypes():
-    encoder, decoder = networks(latent_dim=3, hidden=(16, 8))
+def test_shapes_of_every_term():
+    nets = networks(latent_dim=3, hidden=(16, 8))
     x = binary_images(5)
-    loc, scale = encoder(x)
-    assert loc.shape == scale.shape == (5, 3) and loc.dtype == tf.float32
-    assert np.all(scale.numpy() > 0)
-    assert decoder(tf.zeros([5, 3])).shape == (5, 784)
-    eps = tf.random.normal([4, 5, 3])
-    z = vae.reparameterized_sample(vae.approximate_posterior(encoder, x), eps)
-    assert z.shape == (4, 5, 3)
-    assert vae.likelihood(decoder, z).log_prob(x).shape == (4, 5)
-    terms = vae.bounds_per_example(x, encoder, decoder, eps)
-    assert {k: v.shape for k, v in terms.items()} == {
-        k: (5,) for k in ("expected_log_likelihood", "kl", "elbo", "iwae")
-    }
-    assert vae.latent_dim_of(decoder) == 3
-    assert [layer.name for layer in decoder.layers][-1] == "logits"
+    loc, scale = nets.inference(x)
+    assert loc.shape == scale.shape == (5, 3) and np.all(scale.numpy() > 0)
+    z, log_q = vae.sample_and_log_prob(vae.approximate_posterior(nets, x), tf.zeros([4, 5, 3]))
+    assert z.shape == (4, 5, 3) and log_q.shape == (4, 5)
+    assert vae.likelihood(nets.generative, z).log_prob(x).shape == (4, 5)
+    terms = vae.bounds_per_example(x, nets, tf.random.normal([4, 5, 3]))
+    for name in ("expected_log_likelihood", "kl", "elbo", "iwae"):
+        assert terms[name].shape == (5,), name
+    assert nets.latent_dim == 3
 
 
 def forward_numpy(network, inputs):
@@ -56,15 +51,15 @@ def forward_numpy(network, inputs):
 
 
 def test_elbo_and_iwae_match_a_hand_computation():
-    encoder, decoder = networks(latent_dim=2, hidden=(8,))
+    nets = networks(latent_dim=2, hidden=(8,))
     x = binary_images(3, seed=1).astype(np.float64)
     eps = np.random.default_rng(2).standard_normal((5, 3, 2))
 
-    h, w = forward_numpy(encoder, x)
+    h, w = forward_numpy(nets.inference, x)
     loc = h @ w["loc"][0] + w["loc"][1]
     scale = softplus(h @ w["scale"][0] + w["scale"][1])
     z = loc + scale * eps  # (5, 3, 2)
-    g, wd = forward_numpy(decoder, z)
+    g, wd = forward_numpy(nets.generative, z)
     logits = g @ wd["logits"][0] + wd["logits"][1]  # (5, 3, 784)
     log_px_given_z = np.sum(x * logits - softplus(logits), axis=-1)  # Bernoulli, summed over pixels
     kl = np.sum(0.5 * (scale**2 + loc**2 - 1) - np.log(scale), axis=-1)
@@ -72,40 +67,66 @@ def test_elbo_and_iwae_match_a_hand_computation():
     log_w = log_px_given_z + normal_log_pdf(z, 0, 1).sum(-1) - normal_log_pdf(z, loc, scale).sum(-1)
     iwae = np.log(np.mean(np.exp(log_w - log_w.max(0)), axis=0)) + log_w.max(0)
 
-    terms = vae.bounds_per_example(
-        tf.constant(x, tf.float32), encoder, decoder, tf.constant(eps, tf.float32)
-    )
+    terms = vae.bounds_per_example(tf.constant(x, tf.float32), nets, tf.constant(eps, tf.float32))
     np.testing.assert_allclose(terms["kl"], kl, rtol=1e-4)
     np.testing.assert_allclose(terms["expected_log_likelihood"], log_px_given_z.mean(0), rtol=1e-5)
     np.testing.assert_allclose(terms["elbo"], elbo, rtol=1e-5)
     np.testing.assert_allclose(terms["iwae"], iwae, rtol=1e-5)
 
 
+def test_one_softplus_bernoulli_equals_tfps_on_binary_pixels():
+    logits = tf.constant(np.random.default_rng(0).normal(0, 8, (50, 784)), tf.float32)
+    x = binary_images(50)
+    ours = vae.Bernoulli(logits=logits).log_prob(x)
+    tfps = vae.tfd.Bernoulli(logits=logits).log_prob(x)
+    np.testing.assert_allclose(ours, tfps, rtol=1e-6, atol=1e-5)
+    assert ours.numpy().max() <= 0
+
+
 def test_analytic_kl_matches_monte_carlo():
-    encoder, _ = networks(latent_dim=4, hidden=(8,), seed=3)
-    x = binary_images(2, seed=4)
-    q = vae.approximate_posterior(encoder, x)
-    p = vae.prior(4)
+    nets = networks(latent_dim=4, hidden=(8,), seed=3)
+    q = vae.approximate_posterior(nets, binary_images(2, seed=4))
     z = q.sample(200_000, seed=5)
-    log_ratio = (q.log_prob(z) - p.log_prob(z)).numpy()
-    analytic = vae.tfd.kl_divergence(q, p).numpy()
+    log_ratio = (q.log_prob(z) - vae.prior(4).log_prob(z)).numpy()
+    analytic = vae.analytic_kl(q).numpy()
     standard_error = log_ratio.std(axis=0) / np.sqrt(len(log_ratio))
     assert np.all(np.abs(log_ratio.mean(axis=0) - analytic) < 4 * standard_error)
 
 
 def test_iwae_bound_is_at_least_the_elbo_on_the_same_samples():
-    encoder, decoder = networks(latent_dim=2, hidden=(8,), seed=6)
+    nets = networks(latent_dim=2, hidden=(8,), seed=6)
     x = binary_images(50, seed=7)
     eps = tf.random.stateless_normal([20, 50, 2], seed=[1, 2])
-    terms = vae.bounds_per_example(x, encoder, decoder, eps)
-    q, p = vae.approximate_posterior(encoder, x), vae.prior(2)
-    z = vae.reparameterized_sample(q, eps)
-    log_w = vae.likelihood(decoder, z).log_prob(x) + p.log_prob(z) - q.log_prob(z)
+    terms = vae.bounds_per_example(x, nets, eps)
+    z, log_q = vae.sample_and_log_prob(vae.approximate_posterior(nets, x), eps)
+    log_w, _ = vae.log_importance_weights(x, z, log_q, nets.generative)
     mc_elbo = tf.reduce_mean(log_w, axis=0)  # the same samples, Monte Carlo KL
     assert np.all(terms["iwae"].numpy() >= mc_elbo.numpy() - 1e-4)  # Jensen, example by example
     assert terms["iwae"].numpy().mean() > terms["elbo"].numpy().mean()
-    one_sample = vae.bounds_per_example(x, encoder, decoder, eps[:1])
+    one_sample = vae.bounds_per_example(x, nets, eps[:1])
     np.testing.assert_allclose(one_sample["iwae"], log_w[0], rtol=1e-5)  # k = 1: log w itself
+
+
+def test_kl_warmup_weights_only_the_kl_term():
+    nets = networks(seed=8)
+    x = binary_images(10, seed=9)
+    eps = tf.random.stateless_normal([3, 10, 2], seed=[3, 4])
+    full, half = (vae.bounds_per_example(x, nets, eps, kl_weight=w) for w in (1.0, 0.5))
+    np.testing.assert_allclose(full["elbo_annealed"], full["elbo"])
+    np.testing.assert_allclose(half["elbo"], full["elbo"])  # the reported ELBO is the true one
+    np.testing.assert_allclose(
+        half["elbo_annealed"], half["expected_log_likelihood"] - 0.5 * half["kl"], rtol=1e-6
+    )
+    model = vae.VariationalAutoencoder(nets, kl_warmup_steps=100)
+    assert [float(model.kl_weight(s)) for s in (0, 50, 100, 400)] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_decoder_starts_at_the_pixel_marginal():
+    means = np.linspace(0.0, 1.0, 784)
+    decoder = vae.make_generative_network(2, [8], "relu", pixel_means=means)
+    bias = decoder.get_layer("logits").get_weights()[1]
+    clipped = np.clip(means, 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(tf.sigmoid(bias), clipped, rtol=1e-5)
 
 
 def test_random_draws_are_fixed_by_the_seed():
@@ -114,10 +135,47 @@ def test_random_draws_are_fixed_by_the_seed():
     c = vae.standard_normal([3, 4], tf.constant([1, 3], tf.int64))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     intensities = np.full((200, 784), 64, np.uint8)  # probability 64 / 255 ~ 0.251
-    x = vae.bernoulli_pixels(intensities, tf.constant([0, 1], tf.int64)).numpy()
+    x = binarize(intensities, tf.constant([0, 1], tf.int64)).numpy()
     assert set(np.unique(x)) == {0.0, 1.0}
     assert abs(x.mean() - 64 / 255) < 0.005
-    assert not np.array_equal(x, vae.bernoulli_pixels(intensities, tf.constant([0, 2], tf.int64)))
+    assert not np.array_equal(x, binarize(intensities, tf.constant([0, 2], tf.int64)))
+
+
+def gradients(nets, x, eps, estimator):
+    """d(objective)/d(inference network weights) of the IWAE bound, per estimator."""
+    encoder = nets.inference.trainable_weights
+    with tf.GradientTape() as tape:
+        dreg = estimator == "dreg"
+        terms = vae.bounds_per_example(x, nets, eps, q_parameters_fixed=dreg)
+        if dreg:
+            objective = tf.reduce_mean(vae.dreg_surrogates(terms["log_weights_annealed"])[0])
+        else:
+            objective = tf.reduce_mean(terms["iwae"])
+    return np.concatenate([g.numpy().ravel() for g in tape.gradient(objective, encoder)])
+
+
+def test_dreg_keeps_the_bound_lowers_the_variance_and_is_unbiased():
+    nets = networks(latent_dim=2, hidden=(16,), seed=10)
+    x = binary_images(4, seed=11)
+    k, draws = 10, 300
+    same = tf.random.stateless_normal([k, 4, 2], seed=[5, 6])
+    plain = vae.bounds_per_example(x, nets, same)
+    fixed = vae.bounds_per_example(x, nets, same, q_parameters_fixed=True)
+    np.testing.assert_allclose(plain["iwae"], fixed["iwae"], rtol=1e-6)  # the same objective
+
+    samples = {"reparameterized": [], "dreg": []}
+    for i in range(draws):
+        eps = tf.random.stateless_normal([k, 4, 2], seed=[7, i])
+        for estimator in samples:
+            samples[estimator].append(gradients(nets, x, eps, estimator))
+    reparameterized, dreg = (np.stack(samples[e]) for e in ("reparameterized", "dreg"))
+    # unbiased: the two means agree within Monte Carlo error (pooled standard error, 5 sigma)
+    error = np.sqrt((reparameterized.var(0) + dreg.var(0)) / draws)
+    assert np.all(np.abs(reparameterized.mean(0) - dreg.mean(0)) <= 5 * error + 1e-6)
+    # lower variance: total variance over the encoder's weights
+    ratio = dreg.var(0).sum() / reparameterized.var(0).sum()
+    print(f"DReG / reparameterized gradient variance: {ratio:.3f}")
+    assert ratio < 0.7
 
 
 def test_flops_count():

@@ -1,0 +1,172 @@
+"""Training that survives being killed: the train stage's state after every epoch, and resuming.
+
+After each epoch the state is written to ``.train-backup/<key>/`` (git- and DVC-ignored, not a
+stage output): the model and optimizer variables (Keras ``save_weights``, which includes Adam's
+moments, the step counter and the EMA slots), early stopping's best weights, best value and
+patience counter, the progress records, the posterior snapshots so far and the dvclive curves.
+The directory is written beside its final place and renamed into it, so a SIGKILL at any moment
+leaves either the previous epoch's state or this one's, never a mix. (Keras'
+``BackupAndRestore`` writes the weights and the epoch number as two files, one after the other,
+and does not keep early stopping's state.)
+
+``key`` hashes the train params, the source of every loaded ``stages`` module and the prepared
+data, so a run with other params, code or data never resumes from another run's state. Because
+every random draw, the data order and the schedules are keyed by the optimizer step or the epoch
+number, a resumed run ends with bit-identical weights and metrics to an uninterrupted one on the
+same machine. The backup is removed when the stage completes; ``rm -r .train-backup`` discards
+any left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages import atomic
+from stages.runtime import log
+
+BACKUPS = Path(".train-backup")
+WEIGHTS = "model.weights.h5"  # model and optimizer variables
+ARRAYS = "arrays.npz"  # early stopping's best weights, posterior snapshots
+STATE = "state.json"  # epoch, early stopping's counters, progress records
+CURVES = "dvclive"
+
+
+def run_key(config: dict, arrays: list[np.ndarray]) -> str:
+    """sha256 of the params, the loaded stages modules' source and the data, as 16 hex digits."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    modules = sorted(
+        (name, module.__file__)
+        for name, module in sys.modules.items()
+        if (name == "stages" or name.startswith("stages.")) and getattr(module, "__file__", None)
+    )
+    for name, path in modules:
+        digest.update(name.encode() + Path(path).read_bytes())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Resumed:
+    """A saved state: the epochs completed and, for each stateful callback, its state."""
+
+    epoch: int
+    states: dict[str, tuple[dict, dict[str, np.ndarray]]]
+
+
+class TrainingBackup:
+    """The backup directory of one run (params, code, data) and how to write and read it.
+
+    Callbacks whose state must survive give ``backup_state() -> (json-able dict, arrays)`` and
+    ``restore_backup_state(values, arrays)``.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    @classmethod
+    def for_run(cls, config: dict, *splits) -> TrainingBackup:
+        """The backup of a run with these train params on these splits (and this code)."""
+        arrays = [a for split in splits for a in (split.images, split.labels)]
+        return cls(BACKUPS / run_key(config, arrays))
+
+    def _saved(self) -> Path | None:
+        """The directory holding the last complete state (the previous one if a kill fell
+        between the two renames of ``save``)."""
+        for path in (self.directory, _old(self.directory)):
+            if (path / STATE).exists():
+                return path
+        return None
+
+    def restore(self, model: keras.Model, live_dir: Path | None) -> Resumed | None:
+        """Load the saved model and optimizer variables and the curves, if a state was saved."""
+        saved = self._saved()
+        if saved is None:
+            return None
+        model.load_weights(saved / WEIGHTS)
+        if live_dir is not None and (saved / CURVES).exists():
+            shutil.copytree(saved / CURVES, live_dir, dirs_exist_ok=True)
+        state = json.loads((saved / STATE).read_text(encoding="utf-8"))
+        with np.load(saved / ARRAYS) as data:
+            arrays = {key: data[key] for key in data.files}
+        states = {
+            name: (
+                values,
+                {k.split(SEP, 1)[1]: a for k, a in arrays.items() if k.startswith(name + SEP)},
+            )
+            for name, values in state["callbacks"].items()
+        }
+        return Resumed(state["epoch"], states)
+
+    def save(self, epoch: int, model: keras.Model, stateful: dict, live_dir: Path | None):
+        """The state after ``epoch`` epochs, replacing the previous one all at once."""
+        final, staging, old = self.directory, _staging(self.directory), _old(self.directory)
+        atomic.remove(staging)
+        staging.mkdir(parents=True)
+        model.save_weights(staging / WEIGHTS)
+        values, arrays = {}, {}
+        for name, callback in stateful.items():
+            values[name], own = callback.backup_state()
+            arrays.update({f"{name}{SEP}{key}": array for key, array in own.items()})
+        atomic.save_npz(staging / ARRAYS, **arrays)
+        state = {"epoch": epoch, "callbacks": values}
+        (staging / STATE).write_text(json.dumps(state), encoding="utf-8")
+        if live_dir is not None and live_dir.exists():
+            shutil.copytree(live_dir, staging / CURVES)
+        atomic.remove(old)
+        if final.exists():
+            final.rename(old)
+        staging.rename(final)
+        atomic.remove(old)
+
+    def callback(self, resumed: Resumed | None, stateful: dict, live_dir: Path | None):
+        return BackupCallback(self, resumed, stateful, live_dir)
+
+    def discard(self) -> None:
+        for path in (self.directory, _staging(self.directory), _old(self.directory)):
+            atomic.remove(path)
+
+
+SEP = "__"
+
+
+def _staging(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".staging")
+
+
+def _old(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".old")
+
+
+class BackupCallback(keras.callbacks.Callback):
+    """Saves the state after every epoch. On train begin (where callbacks reset themselves; this
+    one comes last) it puts a resumed state back into the stateful callbacks."""
+
+    def __init__(
+        self, backup: TrainingBackup, resumed: Resumed | None, stateful: dict, live_dir: Path | None
+    ):
+        super().__init__()
+        self.backup, self.resumed, self.stateful, self.live_dir = (
+            backup,
+            resumed,
+            stateful,
+            live_dir,
+        )
+
+    def on_train_begin(self, logs=None):
+        if self.resumed is not None:
+            for name, callback in self.stateful.items():
+                callback.restore_backup_state(*self.resumed.states[name])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup.save(epoch + 1, self.model, self.stateful, self.live_dir)
+        if epoch == 0 or (epoch + 1) % 10 == 0:
+            log(f"saved the training state after epoch {epoch + 1} in {self.backup.directory}")

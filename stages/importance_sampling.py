@@ -1,0 +1,134 @@
+"""The importance-sampled marginal likelihood log p(x) and the ELBO of saved networks, with k
+samples per example, in bounded memory for any k.
+
+The math is vae.py's: for each example x and samples z_i ~ q(z|x),
+
+    log p(x) ~= logmeanexp_i log w_i,  log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)
+    ELBO(x)  ~= (1/k) sum_i log p(x|z_i) - KL(q(z|x) || p(z))
+
+(``vae.iwae_bound``, ``vae.log_importance_weights``, ``vae.elbo``), in nats per example.
+
+What is this module's own is the bookkeeping: a compiled call takes a few tiles of TILE examples
+and loops over blocks of at most BLOCK samples. Each block's bound, log mean_i w_i over its
+samples, is folded into a running log-sum-exp (``combine_blocks``), so the whole (k, N) matrix
+of weights never exists. The random draws are laid out on that grid: the eps of tile t, block b
+come from the stateless seed (seed, t * 2^20 + b), so the numbers depend on (seed, k) only, not
+on how many tiles a call takes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from stages import vae
+
+TILE = 64  # examples per random-number tile
+BLOCK = 128  # samples per block (k < BLOCK: one block of k)
+MAX_BLOCKS = 2**20
+
+
+def default_tiles_per_call() -> int:
+    """8k decoder rows per loop step on a CPU (per-call overhead vs cache), 128k on a GPU."""
+    return 16 if tf.config.list_physical_devices("GPU") else 1
+
+
+def combine_blocks(running_max, running_sum, block_bound, block_size):
+    """Fold one block's log mean of weights into a running log-sum-exp of all weights so far:
+    sum_so_far = exp(running_max) * running_sum; adds block_size * exp(block_bound)."""
+    block_log_sum = block_bound + tf.math.log(tf.cast(block_size, block_bound.dtype))
+    new_max = tf.maximum(running_max, block_log_sum)
+    running_sum = running_sum * tf.exp(running_max - new_max) + tf.exp(block_log_sum - new_max)
+    return new_max, running_sum
+
+
+class ImportanceSampler:
+    """Per-example ELBO terms and log p(x) estimates from saved networks, with k importance
+    samples from q(z|x) drawn from a fixed seed (``q`` may be replaced, e.g. by a refined one)."""
+
+    def __init__(self, networks: vae.Networks, k: int, seed: int, posterior=None):
+        if k < 1 or math.ceil(k / BLOCK) > MAX_BLOCKS:
+            raise ValueError(f"k = {k} must be from 1 to {BLOCK * MAX_BLOCKS}")
+        self.networks = networks
+        self.posterior = posterior or (lambda x, rows: vae.approximate_posterior(networks, x))
+        self.k = int(k)
+        self.block = min(self.k, BLOCK)
+        self.blocks = math.ceil(self.k / self.block)
+        self.seed = int(seed)
+        self._compiled = tf.function(self._tiles, jit_compile=True)  # one trace per tile count
+
+    def eps(self, tile, block):
+        """eps ~ N(0, I) for one tile and one block: (block size, TILE, L)."""
+        seed = tf.stack(
+            [
+                tf.constant(self.seed, tf.int64),
+                tf.cast(tile, tf.int64) * MAX_BLOCKS + tf.cast(block, tf.int64),
+            ]
+        )
+        return vae.standard_normal([self.block, TILE, self.networks.latent_dim], seed)
+
+    def _tiles(self, x, tile_ids):
+        """x (T * TILE, 784) float32, tile_ids (T,) -> per-example values over all k samples."""
+        rows = tile_ids[:, None] * TILE + tf.range(TILE, dtype=tf.int64)[None, :]
+        q = self.posterior(x, tf.reshape(rows, [-1]))
+        n = tf.shape(x)[0]
+        tiles = x.shape[0] // TILE
+
+        def body(b, running_max, running_sum, log_likelihood_sum, log_weight_sum):
+            eps = tf.concat([self.eps(tile_ids[t], b) for t in range(tiles)], axis=1)
+            z, log_q = vae.sample_and_log_prob(q, eps)  # (block, n, L), (block, n)
+            log_weights, log_px_given_z = vae.log_importance_weights(
+                x, z, log_q, self.networks.generative
+            )
+            in_k = (b * self.block + tf.range(self.block)) < self.k  # the last block may overhang
+            log_weights = tf.where(in_k[:, None], log_weights, -np.inf)
+            running_max, running_sum = combine_blocks(
+                running_max, running_sum, vae.iwae_bound(log_weights), self.block
+            )
+            log_likelihood_sum += tf.reduce_sum(tf.where(in_k[:, None], log_px_given_z, 0.0), 0)
+            log_weight_sum += tf.reduce_sum(tf.where(in_k[:, None], log_weights, 0.0), 0)
+            return b + 1, running_max, running_sum, log_likelihood_sum, log_weight_sum
+
+        zeros = tf.zeros([n])
+        _, running_max, running_sum, log_likelihood_sum, log_weight_sum = tf.while_loop(
+            lambda b, *_: b < self.blocks,
+            body,
+            (tf.constant(0), tf.fill([n], -np.inf), zeros, zeros, zeros),
+        )
+        # the ELBO from the sample means of log p(x|z) and log w over all k samples
+        elbo, expected_log_likelihood, kl = vae.elbo(
+            log_likelihood_sum[None] / self.k, log_weight_sum[None] / self.k, q
+        )
+        return {
+            "log_px": running_max + tf.math.log(running_sum) - math.log(self.k),
+            "elbo": elbo,
+            "expected_log_likelihood": expected_log_likelihood,
+            "kl": kl,
+        }
+
+    def __call__(
+        self,
+        images: np.ndarray,
+        tiles_per_call: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-example values (nats) for ``images`` (N, 784) in {0, 1}; examples are numbered
+        from 0 in the order given, which fixes their random draws."""
+        tiles_per_call = tiles_per_call or default_tiles_per_call()
+        n = len(images)
+        total_tiles = math.ceil(n / TILE)
+        padded = np.zeros((total_tiles * TILE, vae.PIXELS), np.float32)
+        padded[:n] = images
+        parts: dict[str, list[np.ndarray]] = {}
+        for first in range(0, total_tiles, tiles_per_call):
+            ids = np.arange(first, min(first + tiles_per_call, total_tiles))
+            rows = slice(first * TILE, (ids[-1] + 1) * TILE)
+            out = self._compiled(tf.constant(padded[rows]), tf.constant(ids, tf.int64))
+            for name, value in out.items():
+                parts.setdefault(name, []).append(value.numpy())
+            if progress:
+                progress(min((ids[-1] + 1) * TILE, n), n)
+        return {name: np.concatenate(values)[:n] for name, values in parts.items()}

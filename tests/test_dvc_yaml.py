@@ -1,0 +1,64 @@
+"""dvc.yaml lists, for each stage, every module of stages/ it imports and exactly the params it
+reads: a change in validation, I/O or model code is never silently skipped, and DVC's run-cache is
+keyed by what the stage really depends on."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+
+
+def imported_stage_modules(module: str) -> set[str]:
+    """stages/<module>.py and every stages module it imports, directly or not (and the package)."""
+    seen, todo = {"__init__"}, [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((REPO / "stages" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "stages":
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
+                todo.append(node.module.split(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                todo += [
+                    a.name.split(".", 1)[1] for a in node.names if a.name.startswith("stages.")
+                ]
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_imported_module_is_a_dependency(stage):
+    module = STAGES[stage]["cmd"].removeprefix("python -m stages.")
+    needed = {f"stages/{name}.py" for name in imported_stage_modules(module)}
+    listed = {dep for dep in STAGES[stage]["deps"] if dep.startswith("stages/")}
+    assert needed - listed == set(), f"{stage} imports modules it does not list"
+    assert listed - needed == set(), f"{stage} lists modules it does not import"
+
+
+@pytest.mark.parametrize("stage", sorted(s for s in STAGES if "params" in STAGES[s]))
+def test_listed_params_are_the_stage_modules_params(stage):
+    import importlib
+
+    module = importlib.import_module(STAGES[stage]["cmd"].removeprefix("python -m "))
+    declared = getattr(module, "PARAMS", None)
+    if declared is None:  # stages that read their keys inline
+        source = Path(module.__file__).read_text()
+        declared = [key for key in STAGES[stage]["params"] if f'"{key}"' in source]
+    assert sorted(STAGES[stage]["params"]) == sorted(declared)
+
+
+def test_no_output_is_persistent():
+    """persist: true would switch DVC's run-cache off for the stage (dvc/stage/cache.py)."""
+    for stage in STAGES.values():
+        for out in stage.get("outs", []):
+            options = next(iter(out.values())) if isinstance(out, dict) else {}
+            assert not options.get("persist"), stage
