@@ -77,7 +77,7 @@ class ImportanceSampler:
         n = tf.shape(x)[0]
         tiles = x.shape[0] // TILE
 
-        def body(b, running_max, running_sum, log_likelihood_sum, log_weight_sum):
+        def body(b, running_max, running_sum, sums):
             eps = tf.concat([self.eps(tile_ids[t], b) for t in range(tiles)], axis=1)
             z, log_q = vae.sample_and_log_prob(q, eps)  # (block, n, L), (block, n)
             log_weights, log_px_given_z = vae.log_importance_weights(
@@ -88,25 +88,30 @@ class ImportanceSampler:
             running_max, running_sum = combine_blocks(
                 running_max, running_sum, vae.iwae_bound(log_weights), self.block
             )
-            log_likelihood_sum += tf.reduce_sum(tf.where(in_k[:, None], log_px_given_z, 0.0), 0)
-            log_weight_sum += tf.reduce_sum(tf.where(in_k[:, None], log_weights, 0.0), 0)
-            return b + 1, running_max, running_sum, log_likelihood_sum, log_weight_sum
+            terms = (log_px_given_z, log_weights, tf.square(log_px_given_z), tf.square(log_weights))
+            sums = [
+                s + tf.reduce_sum(tf.where(in_k[:, None], t, 0.0), 0) for s, t in zip(sums, terms)
+            ]
+            return b + 1, running_max, running_sum, sums
 
         zeros = tf.zeros([n])
-        _, running_max, running_sum, log_likelihood_sum, log_weight_sum = tf.while_loop(
+        _, running_max, running_sum, sums = tf.while_loop(
             lambda b, *_: b < self.blocks,
             body,
-            (tf.constant(0), tf.fill([n], -np.inf), zeros, zeros, zeros),
+            (tf.constant(0), tf.fill([n], -np.inf), zeros, [zeros] * 4),
         )
         # the ELBO from the sample means of log p(x|z) and log w over all k samples
-        elbo, expected_log_likelihood, kl = vae.elbo(
-            log_likelihood_sum[None] / self.k, log_weight_sum[None] / self.k, q
-        )
+        means = [total / self.k for total in sums]
+        elbo, expected_log_likelihood, kl = vae.elbo(means[0][None], means[1][None], q)
+        # its Monte Carlo standard error: of mean log p(x|z) (analytic KL) or of mean log w
+        squares = (means[2], means[0]) if vae.analytic_kl(q) is not None else (means[3], means[1])
+        variance = tf.maximum(squares[0] - tf.square(squares[1]), 0.0)
         return {
             "log_px": running_max + tf.math.log(running_sum) - math.log(self.k),
             "elbo": elbo,
             "expected_log_likelihood": expected_log_likelihood,
             "kl": kl,
+            "elbo_standard_error": tf.sqrt(variance / self.k),
         }
 
     def __call__(

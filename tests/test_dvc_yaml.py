@@ -56,9 +56,16 @@ def test_listed_params_are_the_stage_modules_params(stage):
     assert sorted(STAGES[stage]["params"]) == sorted(declared)
 
 
-def test_no_output_is_persistent():
-    """persist: true would switch DVC's run-cache off for the stage (dvc/stage/cache.py)."""
-    for stage in STAGES.values():
-        for out in stage.get("outs", []):
-            options = next(iter(out.values())) if isinstance(out, dict) else {}
-            assert not options.get("persist"), stage
+def options(entry) -> dict:
+    return next(iter(entry.values())) if isinstance(entry, dict) else {}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_can_have_a_run_cache_entry(stage):
+    """DVC keeps no run-cache entry for a stage with a persistent output (dvc/stage/cache.py) or
+    with an uncached output that is neither a metric nor a plot (dvc/stage/__init__.py)."""
+    for kind in ("outs", "metrics", "plots"):
+        for entry in STAGES[stage].get(kind, []):
+            assert not options(entry).get("persist"), entry
+            if kind == "outs":
+                assert options(entry).get("cache", True), entry

@@ -1,8 +1,9 @@
 """The DVC workflow as users run it, in a temporary git + DVC copy of this repository.
 
 Fixture data come through the real fetch stage ($VAE_DATA_SOURCES names file:// and local-index
-sources), params are tiny, and no test touches the network. The tests build on each other in
-file order: one pipeline, reproduced once, then changed in the ways users change it.
+sources), params are tiny, and no test touches the network. The module's ``repo`` fixture
+reproduces the pipeline once and commits it; every test starts from that commit and puts the
+repository back when it is done, so that each test also passes alone.
 """
 
 import json
@@ -22,7 +23,8 @@ from tests.conftest import REPO, TINY_PARAMS
 
 pytestmark = pytest.mark.pipeline
 
-STAGES = {"fetch", "fetch_larochelle", "prepare", "train", "evaluate", "figures"}
+STAGES = {"fetch", "fetch_larochelle", "prepare", "train", "evaluate", "inference_gap", "figures"}
+AFTER_TRAIN = ["evaluate", "figures", "inference_gap", "train"]
 GENERATED = ("dvc.lock", "metrics", "figures", "dvclive", "models", "data")
 
 
@@ -92,15 +94,30 @@ def make_repo(directory: Path, sources: Path) -> Repo:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def reproduced(tmp_path_factory):
+    """The pipeline reproduced from scratch once and committed: (repo, output of dvc repro)."""
     root = tmp_path_factory.mktemp("pipeline")
     sources = fixtures.write_sources(root / "mirror")
-    return make_repo(root / "repo", sources)
+    repo = make_repo(root / "repo", sources)
+    first = dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "reproduced")
+    return repo, first
+
+
+@pytest.fixture
+def repo(reproduced):
+    """The reproduced repository, put back to its commit after the test."""
+    repo, _ = reproduced
+    yield repo
+    reset(repo)
 
 
 def reset(repo: Repo) -> None:
     """Back to the last commit: git-tracked outputs from git, cached ones from the DVC cache."""
+    git(repo, "checkout", "-q", "-f", "main")
     git(repo, "reset", "-q", "--hard")
+    git(repo, "clean", "-qfd", "--", "stages", "params.yaml")
     dvc(repo, "checkout", "--force")
 
 
@@ -113,8 +130,8 @@ def outputs(repo: Repo) -> dict[str, bytes]:
     return files
 
 
-def test_repro_from_scratch_runs_every_stage_once_then_nothing(repo):
-    first = dvc(repo, "repro")
+def test_repro_from_scratch_runs_every_stage_once_then_nothing(reproduced):
+    repo, first = reproduced
     ran = stages_run(first)
     assert sorted(ran) == sorted(STAGES), ran
     assert ran.index("fetch") < ran.index("prepare") < ran.index("train") < ran.index("evaluate")
@@ -126,45 +143,43 @@ def test_repro_from_scratch_runs_every_stage_once_then_nothing(repo):
         "metrics/train.json",
         "metrics/evaluate.json",
         "metrics/per_digit.csv",
+        "metrics/inference_gap.json",
         "figures/posterior.png",
-        "figures/manifold.png",
+        "figures/inference_gap.png",
+        "figures/true_posterior.png",
         "dvclive/plots/metrics/valid/elbo.tsv",
     ):
         assert (repo / path).exists(), path
-
     second = dvc(repo, "repro")
     assert stages_run(second) == []
     assert "Data and pipelines are up to date." in second.stdout
     assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "reproduced")
     assert git(repo, "status", "--porcelain") == ""  # outputs are either git-tracked or ignored
 
 
-def test_exp_run_latent_dim_reruns_train_evaluate_figures_only(repo):
+def test_exp_run_latent_dim_reruns_train_and_what_reads_the_model_only(repo):
     result = dvc(repo, "exp", "run", "-S", "latent_dim=3")
-    assert sorted(stages_run(result)) == ["evaluate", "figures", "train"]
+    assert sorted(stages_run(result)) == AFTER_TRAIN
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
     experiments = [e for commit in shown for e in (commit.get("experiments") or [])]
     assert experiments, shown
     data = experiments[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["latent_dim"] == 3
     assert "test_log_px" in data["metrics"]["metrics/evaluate.json"]["data"]
-    reset(repo)
+    assert "amortization_gap" in data["metrics"]["metrics/inference_gap.json"]["data"]
 
 
 def test_changing_binarization_reruns_prepare_and_after_but_not_fetch(repo):
-    result = dvc(repo, "exp", "run", "-S", "binarization=dynamic")
-    ran = stages_run(result)
+    ran = stages_run(dvc(repo, "exp", "run", "-S", "binarization=dynamic"))
     assert "fetch" not in ran
-    assert {"prepare", "train", "evaluate", "figures"} <= set(ran)
-    reset(repo)
+    assert {"prepare", "train", "evaluate", "inference_gap", "figures"} <= set(ran)
 
 
-def test_changing_eval_samples_reruns_only_evaluate(repo):
-    result = dvc(repo, "exp", "run", "-S", "eval_samples=60")
-    assert stages_run(result) == ["evaluate"]
-    reset(repo)
+@pytest.mark.parametrize(
+    "override, stage", [("eval_samples=60", "evaluate"), ("gap_steps=20", "inference_gap")]
+)
+def test_an_evaluation_param_reruns_only_its_stage(repo, override, stage):
+    assert stages_run(dvc(repo, "exp", "run", "-S", override)) == [stage]
 
 
 @pytest.mark.parametrize(
@@ -177,20 +192,55 @@ def test_changing_eval_samples_reruns_only_evaluate(repo):
         ("learning_rate=1e30", "error: training diverged in epoch 1"),
     ],
 )
-def test_failing_stage_leaves_lock_and_outputs_and_says_why_in_one_line(repo, override, reason):
+def test_a_failing_stage_says_why_in_one_line_and_checkout_restores_the_outputs(
+    repo, override, reason
+):
     lock, before = (repo / "dvc.lock").read_bytes(), outputs(repo)
     result = dvc(repo, "exp", "run", "-S", override, check=False)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and lines[0].startswith(reason), result.stderr
     assert (repo / "dvc.lock").read_bytes() == lock
+    assert not (repo / "models").exists()  # DVC removed the outputs before running the stage
+    assert [p.name for p in repo.path.rglob("*.staging")] == []  # nothing half-written
+    # the README's recovery: dvc.lock still describes the previous outputs
+    git(repo, "checkout", "--", ".")
+    dvc(repo, "checkout")
     assert outputs(repo) == before
-    reset(repo)
+
+
+def test_a_configuration_computed_before_comes_back_from_the_run_cache(repo):
+    """Run A (the commit), run B (latent_dim 3), run A again: nothing trains or evaluates, every
+    stage is restored from DVC's run-cache, byte for byte; and dvc exp run of B too."""
+    before = outputs(repo)
+    dvc(repo, "exp", "run", "-S", "latent_dim=3")
+    git(repo, "checkout", "--", "params.yaml")
+    again = dvc(repo, "repro")
+    assert stages_run(again) == []
+    cached = re.findall(
+        r"Stage '(\w+)' is cached - skipping run, checking out outputs", again.stdout
+    )
+    assert sorted(cached) == AFTER_TRAIN, again.stdout
+    assert outputs(repo) == before
+    again_b = dvc(repo, "exp", "run", "-S", "latent_dim=3")
+    assert stages_run(again_b) == []
+    assert "is cached - skipping run" in again_b.stdout
+
+
+def test_a_comment_in_train_retrains_to_the_same_bytes_and_nothing_downstream_reruns(repo):
+    before = outputs(repo)
+    with open(repo / "stages" / "train.py", "a", encoding="utf-8") as f:
+        f.write("# a comment changes the code's hash, not what it computes\n")
+    result = dvc(repo, "repro")
+    assert stages_run(result) == ["train"], result.stdout
+    after = outputs(repo)
+    assert after.pop("metrics/train.json") != before.pop("metrics/train.json")  # timings
+    assert after == before
 
 
 def test_metrics_params_and_plots_diff_between_branches_in_a_fresh_clone(repo, tmp_path):
-    git(repo, "branch", "-M", "A")
-    git(repo, "checkout", "-q", "-b", "B")
+    git(repo, "branch", "-f", "A", "main")
+    git(repo, "checkout", "-q", "-B", "B")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["latent_dim"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
