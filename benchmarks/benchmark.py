@@ -32,13 +32,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import yaml  # noqa: E402
 
 from stages import devices, train, vae  # noqa: E402
-from stages.likelihood import ImportanceSampler  # noqa: E402
+from stages.datasets import BINARY, Split  # noqa: E402
+from stages.importance_sampling import ImportanceSampler  # noqa: E402
 
 DEFAULT = ("default", 2, [256, 256])
 PAPER = ("paper-sized", 50, [500, 500])
 SEED_SHAPE = ("seed-shaped", 128, [256, 256])
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def images(split: str, count: int) -> tuple[np.ndarray, str]:
@@ -62,37 +65,46 @@ def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def training_rate(latent_dim, hidden, batch_size, minibatches_per_call, x, epochs=2) -> float:
-    """Examples/s of the last of ``epochs`` epochs (the first one compiles)."""
+TRAIN_DEFAULTS = {k: v for k, v in yaml.safe_load(PARAMS.read_text()).items() if k in train.PARAMS}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def training_rate(latent_dim, hidden, batch_size, x, mode="stacked", per_call=1, epochs=2):
+    """Examples/s of the last of ``epochs`` epochs (the first one compiles). ``mode``: "stacked"
+    (``per_call`` minibatches stacked into one call, the train stage's way) or
+    "steps_per_execution" (Keras runs ``per_call`` train steps per call; 1 = plain fit)."""
     keras.utils.set_random_seed(0)
-    model = train.build_model(
-        {
-            "latent_dim": latent_dim,
-            "hidden_units": hidden,
-            "activation": "relu",
-            "train_samples": 1,
-            "seed": 0,
-        },
-        dynamic_binarization=False,
+    split = Split("train", x, np.zeros(len(x), np.uint8), BINARY)
+    steps = len(x) // batch_size
+    config = dict(TRAIN_DEFAULTS, latent_dim=latent_dim, hidden_units=hidden, batch_size=batch_size)
+    model = train.build_model(config, split, steps)
+    stacked = mode == "stacked"
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        jit_compile=True,
+        steps_per_execution=1 if stacked else per_call,
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
-    data = train.training_batches(x, batch_size, minibatches_per_call, seed=0)
-    examples = (len(x) // batch_size) * batch_size
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        model.fit(data, epochs=1, verbose=0, shuffle=False)
-        seconds.append(time.perf_counter() - start)
-    return examples / seconds[-1]
+    data = train.training_batches(split, batch_size, per_call if stacked else 1, 0, epochs)
+    timer = EpochTimer()
+    calls = math.ceil(steps / per_call) if stacked else steps
+    model.fit(data, epochs=epochs, steps_per_epoch=calls, callbacks=[timer], verbose=0)
+    return steps * batch_size / timer.seconds
 
 
 def input_rate(x, batch_size, minibatches_per_call, epochs=2) -> float:
     """Examples/s of the training input pipeline alone (shuffle, batch, gather), no model."""
-    data = train.training_batches(x, batch_size, minibatches_per_call, seed=0)
-    for _ in range(epochs):
-        start, examples = time.perf_counter(), 0
-        for batch in data:
-            examples += int(np.prod(batch.shape[:-1]))
+    split = Split("train", x, np.zeros(len(x), np.uint8), BINARY)
+    data = train.training_batches(split, batch_size, minibatches_per_call, 0, epochs)
+    start, examples = time.perf_counter(), 0
+    for batch in data:
+        examples += int(np.prod(batch.shape[:-1]))
     return examples / (time.perf_counter() - start)
 
 
@@ -140,12 +152,8 @@ def torch_training_rate(latent_dim, hidden, batch_size, x, epochs=2) -> float | 
 
 def evaluation_seconds(latent_dim, hidden, k, x) -> float:
     keras.utils.set_random_seed(0)
-    sampler = ImportanceSampler(
-        vae.make_inference_network(latent_dim, hidden, "relu"),
-        vae.make_generative_network(latent_dim, hidden, "relu"),
-        k,
-        seed=0,
-    )
+    networks = vae.make_networks(latent_dim, hidden, "relu", "gaussian", 0)
+    sampler = ImportanceSampler(networks, k, seed=0)
     sampler(x[:64])  # compile
     start = time.perf_counter()
     values = sampler(x)
@@ -193,10 +201,39 @@ def torch_evaluation_seconds(latent_dim, hidden, k, x, batch=8) -> float | None:
     return time.perf_counter() - start
 
 
+def training_table(train_x, source) -> None:
+    print(f"training throughput, examples/s (one timed epoch of {len(train_x)} {source}):")
+    print(
+        f"{'model':<12} {'batch':>5}  {'fit':>8}  {'fit, steps_per_execution=S':>26}  "
+        f"{'stacked S (train stage)':>23}  {'S':>3}  {'GFLOP/s':>7}  {'input alone':>11}"
+    )
+    for name, latent_dim, hidden in (DEFAULT, PAPER):
+        for batch_size in (128, 1024):
+            stack = train.stack_size(len(train_x) // batch_size, batch_size)
+            plain = training_rate(latent_dim, hidden, batch_size, train_x, "steps_per_execution")
+            keras_stack = training_rate(
+                latent_dim, hidden, batch_size, train_x, "steps_per_execution", stack
+            )
+            stacked = training_rate(latent_dim, hidden, batch_size, train_x, "stacked", stack)
+            flops = vae.flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
+            feed = input_rate(train_x, batch_size, stack)
+            print(
+                f"{name:<12} {batch_size:>5}  {plain:>8,.0f}  {keras_stack:>26,.0f}  "
+                f"{stacked:>23,.0f}  {stack:>3}  {flops:>7.0f}  {feed:>11,.0f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--quick", action="store_true", help="evaluate 1,000 test images and extrapolate to 10,000"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["train", "seed", "eval"],
+        choices=["train", "seed", "eval"],
+        help="sections to run: training table, the seed's model shape, evaluation",
     )
     args = parser.parse_args()
 
@@ -205,30 +242,22 @@ def main() -> None:
     print(f"matmul peak (2048^3, float32, XLA): {peak:.0f} GFLOP/s\n")
 
     train_x, source = images("train", 50_000)
-    print(f"training throughput, examples/s (one timed epoch of {len(train_x)} {source}):")
-    print(
-        f"{'model':<12} {'batch':>5}  {'fit, 1 minibatch/call':>22}  "
-        f"{'stacked (train stage)':>22}  {'stack':>5}  {'GFLOP/s':>7}  {'input alone':>11}"
-    )
-    for name, latent_dim, hidden in (DEFAULT, PAPER):
-        for batch_size in (128, 1024):
-            stack = train.stack_size(len(train_x) // batch_size, batch_size)
-            plain = training_rate(latent_dim, hidden, batch_size, 1, train_x)
-            stacked = training_rate(latent_dim, hidden, batch_size, stack, train_x)
-            flops = vae.flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
-            feed = input_rate(train_x, batch_size, stack)
-            print(
-                f"{name:<12} {batch_size:>5}  {plain:>22,.0f}  {stacked:>22,.0f}  {stack:>5}  "
-                f"{flops:>7.0f}  {feed:>11,.0f}"
-            )
+    if "train" in args.only:
+        training_table(train_x, source)
+    if "seed" in args.only:
+        seed_shape_training(train_x)
+    if "eval" in args.only:
+        count = 1_000 if args.quick else 10_000
+        evaluation_table(peak, *images("test", count), args.quick)
 
+
+def seed_shape_training(train_x) -> None:
     name, latent_dim, hidden = SEED_SHAPE
     print(
         f"\nthe seed's model shape (latent {latent_dim}, hidden {hidden}, batch 128), examples/s:"
     )
-    ours = training_rate(
-        latent_dim, hidden, 128, train.stack_size(len(train_x) // 128, 128), train_x
-    )
+    stack = train.stack_size(len(train_x) // 128, 128)
+    ours = training_rate(latent_dim, hidden, 128, train_x, "stacked", stack)
     reference = torch_training_rate(latent_dim, hidden, 128, train_x)
     print(f"  this train step (stacked, XLA): {ours:,.0f}")
     if reference is None:
@@ -237,10 +266,10 @@ def main() -> None:
         print(f"  PyTorch reference loop:         {reference:,.0f}")
         print(f"  ratio: {ours / reference:.2f}x")
 
-    count = 1_000 if args.quick else 10_000
-    test_x, source = images("test", count)
-    scale = 10_000 / count
-    label = " (extrapolated from 1,000)" if args.quick else ""
+
+def evaluation_table(peak, test_x, source, quick) -> None:
+    scale = 10_000 / len(test_x)
+    label = " (extrapolated from 1,000)" if quick else ""
     print(f"\nimportance-sampled log p(x) on 10,000 test images{label} ({source}):")
     for name, latent_dim, hidden in (DEFAULT, PAPER):
         for k in (1000, 5000):

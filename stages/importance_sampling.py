@@ -27,13 +27,14 @@ import tensorflow as tf
 from stages import vae
 
 TILE = 64  # examples per random-number tile
-BLOCK = 128  # samples per block (k < BLOCK: one block of k)
+BLOCK = 64  # samples per block (k < BLOCK: one block of k): 4096 decoder rows a step, whose
+# logits stay in cache (measured faster than 8192 rows, benchmarks/benchmark.py)
 MAX_BLOCKS = 2**20
 
 
 def default_tiles_per_call() -> int:
-    """8k decoder rows per loop step on a CPU (per-call overhead vs cache), 128k on a GPU."""
-    return 16 if tf.config.list_physical_devices("GPU") else 1
+    """4k decoder rows per loop step on a CPU (per-call overhead vs cache), 128k on a GPU."""
+    return 32 if tf.config.list_physical_devices("GPU") else 1
 
 
 def combine_blocks(running_max, running_sum, block_bound, block_size):

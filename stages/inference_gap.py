@@ -8,9 +8,10 @@ test images this stage does both and measures what the choice costs (Cremer, Li 
   q(z|x)   amortized: the inference network's output (the parameters shared by all datapoints)
   q*(z|x)  refined, mean-field: the same family with free parameters for each image (loc, scale,
            and for the flow its context h; the flow's and the generative network's weights stay
-           frozen), started at the encoder's output and moved by Adam (``gap_learning_rate``) for
-           ``gap_steps`` steps to maximize the ELBO, all images in parallel as one batch of
-           variational parameters, reparameterized gradients with fresh eps every step
+           frozen), started at the encoder's output and moved by Adam for ``gap_steps`` steps
+           (learning rate ``gap_learning_rate`` decaying to 0 on a cosine) to maximize the ELBO,
+           all images in parallel as one batch of variational parameters, reparameterized
+           one-sample gradients with fresh eps every step
 
 and, with ``gap_samples`` importance samples each, ELBO[q], ELBO[q*] and log p(x) (the IS
 estimate under whichever of q, q* has the higher ELBO for that image):
@@ -94,11 +95,13 @@ class RefinedPosterior:
 def refine(
     posterior: RefinedPosterior, images, steps: int, learning_rate: float, seed: int, report=log
 ) -> pd.DataFrame:
-    """Adam on the per-image parameters for ``steps`` steps, maximizing the sum over images of
+    """Adam on the per-image parameters for ``steps`` steps (the learning rate decaying from
+    ``learning_rate`` to 0 on a cosine), maximizing the sum over images of
     the one-sample ELBO (each image's parameters see only their own image's gradient). Returns
     the curve: the mean ELBO over images, averaged over each STEPS_PER_CALL steps."""
     x = tf.constant(images, tf.float32)
-    optimizer = keras.optimizers.Adam(learning_rate)
+    # cosine decay to 0: the last steps average out the noise of one-sample gradients
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps))
     optimizer.build(posterior.variables)
     latent_dim = posterior.networks.latent_dim
     stream = tf.constant(seed * 8 + STREAMS["refine"], tf.int64)

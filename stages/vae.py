@@ -158,12 +158,15 @@ def load_networks(directory) -> Networks:
 
 
 class Bernoulli(tfd.Bernoulli):
-    """``tfd.Bernoulli`` whose log_prob of x in {0, 1} takes one transcendental per pixel,
-    x * logits - softplus(logits), where TFP's takes two softplus."""
+    """``tfd.Bernoulli`` whose log_prob of x in {0, 1} is x * logits - softplus(logits), with
+    softplus(l) = max(l, 0) + log(1 + exp(-|l|)): one exp and one log per pixel, where TFP's
+    takes two softplus (each an exp and a log1p). The plain log is XLA's fast vectorized one;
+    it differs from log1p by less than 6e-8 nats per pixel (1 + exp(-|l|) rounded)."""
 
     def _log_prob(self, x):
         logits = self._logits_parameter_no_checks()
-        return tf.cast(x, logits.dtype) * logits - tf.math.softplus(logits)
+        softplus = tf.maximum(logits, 0.0) + tf.math.log(1.0 + tf.exp(-tf.abs(logits)))
+        return tf.cast(x, logits.dtype) * logits - softplus
 
 
 def prior(latent_dim: int):
