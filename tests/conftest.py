@@ -70,3 +70,19 @@ def make_workspace(directory: Path, train: bool = True, **overrides) -> Path:
 def trained_workspace(tmp_path_factory):
     """Fixture data and a tiny model trained by the train stage (latent_dim 2), shared read-only."""
     return make_workspace(tmp_path_factory.mktemp("trained"))
+
+
+def git_repository_env(**extra) -> dict:
+    """The environment for git and dvc in a temporary repository: no analytics, no Studio, a
+    committer, and this interpreter's bin directory first on PATH."""
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        DVC_NO_ANALYTICS="1",
+        DVC_STUDIO_OFFLINE="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+        **extra,
+    )

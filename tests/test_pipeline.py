@@ -7,7 +7,6 @@ repository back when it is done, so that each test also passes alone.
 """
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from tests import fixtures
-from tests.conftest import REPO, TINY_PARAMS
+from tests.conftest import REPO, TINY_PARAMS, git_repository_env
 
 pytestmark = pytest.mark.pipeline
 
@@ -74,17 +73,7 @@ def make_repo(directory: Path, sources: Path) -> Repo:
     values = yaml.safe_load((REPO / "params.yaml").read_text())
     values.update(TINY_PARAMS)
     (directory / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    env = dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        VAE_DATA_SOURCES=str(sources),
-        DVC_NO_ANALYTICS="1",
-        DVC_STUDIO_OFFLINE="1",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
+    env = git_repository_env(VAE_DATA_SOURCES=str(sources))
     repo = Repo(directory, env)
     git(repo, "init", "-q", "-b", "main")
     dvc(repo, "config", "--local", "core.check_update", "false")

@@ -25,7 +25,7 @@ import yaml
 from dvc_render.base import Renderer
 from dvc_render.image import ImageRenderer
 
-from tests.conftest import REPO
+from tests.conftest import REPO, git_repository_env
 
 pytestmark = pytest.mark.pipeline
 
@@ -163,15 +163,7 @@ def repo(tmp_path_factory):
     for name in project_files():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, path / name)
-    env = dict(
-        os.environ,
-        DVC_NO_ANALYTICS="1",
-        DVC_STUDIO_OFFLINE="1",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
+    env = git_repository_env()
     run(["git", "init", "-q", "-b", "main"], path, env)
     run([sys.executable, "-m", "dvc", "config", "--local", "core.check_update", "false"], path, env)
     run(["git", "add", "-A"], path, env)

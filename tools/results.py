@@ -1,0 +1,225 @@
+"""The results table: results/results.csv (git-tracked, one row per result) and the README's
+tables generated from it.
+
+    python tools/results.py add NAME --command "dvc exp run ..." [--exp EXP] [--rev REV]
+        a row from an experiment's params and metrics (``dvc exp show --json``), or, without
+        --exp, from the workspace's params.yaml and metrics/ (e.g. after dvc repro)
+    python tools/results.py readme      rewrite the README's results and reproduction blocks
+    python tools/results.py check       exit 1 if the README's blocks differ from results.csv
+
+tests/test_readme.py runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results" / "results.csv"
+README = REPO / "README.md"
+COLUMNS = [
+    "name",
+    "latent_dim",
+    "hidden_units",
+    "posterior",
+    "flow_steps",
+    "binarization",
+    "objective",
+    "train_samples",
+    "gradient_estimator",
+    "lr_schedule",
+    "kl_warmup_epochs",
+    "ema",
+    "epochs",
+    "epochs_run",
+    "best_epoch",
+    "seconds_per_epoch",
+    "test_elbo",
+    "test_log_px",
+    "k",
+    "approximation_gap",
+    "amortization_gap",
+    "train_minutes",
+    "evaluate_minutes",
+    "device",
+    "command",
+]
+BLOCKS = {
+    "results": "<!-- results table: tools/results.py -->",
+    "reproduce": "<!-- reproduction commands: tools/results.py -->",
+}
+END = "<!-- end of generated block -->"
+
+
+def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
+    train = metrics.get("metrics/train.json", {})
+    evaluate = metrics.get("metrics/evaluate.json", {})
+    gap = metrics.get("metrics/inference_gap.json", {})
+    return {
+        "name": name,
+        **{key: params[key] for key in COLUMNS if key in params},
+        "hidden_units": "-".join(str(u) for u in params["hidden_units"]),
+        "objective": "ELBO"
+        if params["train_samples"] == 1
+        else f"IWAE k={params['train_samples']}",
+        "epochs_run": train.get("epochs_run", ""),
+        "best_epoch": train.get("best_epoch", ""),
+        "seconds_per_epoch": train.get("seconds_per_epoch", ""),
+        "test_elbo": evaluate.get("test_elbo", ""),
+        "test_log_px": evaluate.get("test_log_px", ""),
+        "k": evaluate.get("eval_samples", ""),
+        "approximation_gap": gap.get("approximation_gap", ""),
+        "amortization_gap": gap.get("amortization_gap", ""),
+        "train_minutes": round(train["seconds_total"] / 60, 1) if "seconds_total" in train else "",
+        "evaluate_minutes": round(evaluate["seconds"] / 60, 1) if "seconds" in evaluate else "",
+        "device": train.get("device", ""),
+        "command": command,
+    }
+
+
+def from_experiment(exp: str, rev: str | None) -> tuple[dict, dict]:
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
+    command += ["--rev", rev] if rev else ["-A"]
+    shown = json.loads(
+        subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    )
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            if experiment.get("name") == exp:
+                data = experiment["revs"][0]["data"]
+                params = data["params"]["params.yaml"]["data"]
+                metrics = {path: value["data"] for path, value in data["metrics"].items()}
+                return params, metrics
+    raise SystemExit(f"no experiment named {exp!r} in dvc exp show")
+
+
+def from_workspace() -> tuple[dict, dict]:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    metrics = {}
+    for path in ("metrics/train.json", "metrics/evaluate.json", "metrics/inference_gap.json"):
+        if (REPO / path).exists():
+            metrics[path] = json.loads((REPO / path).read_text())
+    return params, metrics
+
+
+def read_rows() -> list[dict]:
+    if not RESULTS.exists():
+        return []
+    with open(RESULTS, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(rows: list[dict]) -> None:
+    RESULTS.parent.mkdir(exist_ok=True)
+    with open(RESULTS, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def model_words(row: dict) -> str:
+    words = f"latent {row['latent_dim']}, {row['hidden_units']}"
+    if row["posterior"] == "iaf":
+        words += f", IAF x{row['flow_steps']}"
+    return words
+
+
+def training_words(row: dict) -> str:
+    words = row["objective"] + (" DReG" if row["gradient_estimator"] == "dreg" else "")
+    extras = [row["lr_schedule"] if row["lr_schedule"] != "constant" else ""]
+    extras.append(f"warm-up {row['kl_warmup_epochs']}" if int(row["kl_warmup_epochs"]) else "")
+    extras.append("EMA" if str(row["ema"]) == "True" else "")
+    return ", ".join([words] + [e for e in extras if e])
+
+
+def number(value, digits=2, sign=True) -> str:
+    if value == "":
+        return "–"
+    text = f"{float(value):.{digits}f}"
+    return text.replace("-", "−") if sign else text
+
+
+def results_block(rows: list[dict]) -> str:
+    lines = [
+        "| name | model | binarization | training | epochs (best) | test ELBO | test log p(x) "
+        "| k | approx. gap | amort. gap | train + eval | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        minutes = sum(float(row[key] or 0) for key in ("train_minutes", "evaluate_minutes"))
+        lines.append(
+            f"| {row['name']} | {model_words(row)} | {row['binarization']} | {training_words(row)} "
+            f"| {row['epochs_run']} ({row['best_epoch']}) | {number(row['test_elbo'])} "
+            f"| {number(row['test_log_px'])} | {row['k']} | {number(row['approximation_gap'])} "
+            f"| {number(row['amortization_gap'])} | {minutes:.0f} min | {row['device']} |"
+        )
+    return "\n".join(lines)
+
+
+def reproduce_block(rows: list[dict]) -> str:
+    lines = ["| name | command | train + eval | device |", "|---|---|---|---|"]
+    for row in rows:
+        minutes = sum(float(row[key] or 0) for key in ("train_minutes", "evaluate_minutes"))
+        lines.append(
+            f"| {row['name']} | `{row['command']}` | {minutes:.0f} min | {row['device']} |"
+        )
+    return "\n".join(lines)
+
+
+def generated(rows: list[dict]) -> dict[str, str]:
+    return {"results": results_block(rows), "reproduce": reproduce_block(rows)}
+
+
+def readme_blocks(text: str) -> dict[str, str]:
+    blocks = {}
+    for key, marker in BLOCKS.items():
+        if marker in text:
+            blocks[key] = text.split(marker, 1)[1].split(END, 1)[0].strip()
+    return blocks
+
+
+def rewrite_readme(rows: list[dict]) -> None:
+    text = README.read_text(encoding="utf-8")
+    for key, block in generated(rows).items():
+        marker = BLOCKS[key]
+        before, rest = text.split(marker, 1)
+        text = f"{before}{marker}\n{block}\n{END}{rest.split(END, 1)[1]}"
+    README.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="action", required=True)
+    add = commands.add_parser("add", help="add or replace the row NAME")
+    add.add_argument("name")
+    add.add_argument("--command", required=True, help="the exact command that produced it")
+    add.add_argument("--exp", help="the experiment (dvc exp show); default: the workspace")
+    add.add_argument("--rev", help="the commit the experiment is based on (default: all)")
+    commands.add_parser("readme", help="rewrite the README's generated blocks")
+    commands.add_parser("check", help="exit 1 if the README's blocks differ from results.csv")
+    args = parser.parse_args()
+    rows = read_rows()
+    if args.action == "add":
+        params, metrics = from_experiment(args.exp, args.rev) if args.exp else from_workspace()
+        row = row_from(params, metrics, args.name, args.command)
+        rows = [r for r in rows if r["name"] != args.name] + [row]
+        write_rows(rows)
+        print(f"{RESULTS.relative_to(REPO)}: {args.name}: test log p(x) {row['test_log_px']}")
+    elif args.action == "readme":
+        rewrite_readme(rows)
+    elif readme_blocks(README.read_text(encoding="utf-8")) != generated(rows):
+        raise SystemExit(
+            "README.md's results blocks differ from results/results.csv: "
+            "run python tools/results.py readme"
+        )
+
+
+if __name__ == "__main__":
+    main()
