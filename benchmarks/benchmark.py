@@ -36,7 +36,7 @@ import yaml  # noqa: E402
 
 from stages import devices, train, vae  # noqa: E402
 from stages.datasets import BINARY, Split  # noqa: E402
-from stages.importance_sampling import ImportanceSampler  # noqa: E402
+from stages.importance_sampling import TILE, ImportanceSampler, default_tiles_per_call  # noqa: E402
 
 DEFAULT = ("default", 2, [256, 256])
 PAPER = ("paper-sized", 50, [500, 500])
@@ -154,7 +154,10 @@ def evaluation_seconds(latent_dim, hidden, k, x) -> float:
     keras.utils.set_random_seed(0)
     networks = vae.make_networks(latent_dim, hidden, "relu", "gaussian", 0)
     sampler = ImportanceSampler(networks, k, seed=0)
-    sampler(x[:64])  # compile
+    tiles, per_call = math.ceil(len(x) / TILE), default_tiles_per_call()
+    for shape in {min(per_call, tiles), tiles % per_call}:  # compile every call shape first
+        if shape:
+            sampler(x[: shape * TILE])
     start = time.perf_counter()
     values = sampler(x)
     seconds = time.perf_counter() - start

@@ -16,5 +16,6 @@ from stages.runtime import start_tensorflow_quietly
 
 # Run as a stage (python -m stages.<name>): TensorFlow's C++ start-up lines would hide the
 # stage's own progress and read as failures; start it quietly before any module imports it.
-if sys.orig_argv[1:2] == ["-m"] and sys.orig_argv[2:3] and sys.orig_argv[2].startswith("stages."):
+_argv = sys.orig_argv
+if "-m" in _argv[:-1] and _argv[_argv.index("-m") + 1].startswith("stages."):
     start_tensorflow_quietly()

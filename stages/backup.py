@@ -9,9 +9,9 @@ leaves either the previous epoch's state or this one's, never a mix. (Keras'
 ``BackupAndRestore`` writes the weights and the epoch number as two files, one after the other,
 and does not keep early stopping's state.)
 
-``key`` hashes the train params, the source of every loaded ``stages`` module and the prepared
-data, so a run with other params, code or data never resumes from another run's state. Because
-every random draw, the data order and the schedules are keyed by the optimizer step or the epoch
+``key`` hashes the train params, the source of every module of stages/ and the prepared splits,
+so a run with other params, code or data never resumes from another run's state. Because every
+random draw, the data order and the schedules are keyed by the optimizer step or the epoch
 number, a resumed run ends with bit-identical weights and metrics to an uninterrupted one on the
 same machine. The backup is removed when the stage completes; ``rm -r .train-backup`` discards
 any left behind.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,15 +39,11 @@ CURVES = "dvclive"
 
 
 def run_key(config: dict, arrays: list[np.ndarray]) -> str:
-    """sha256 of the params, the loaded stages modules' source and the data, as 16 hex digits."""
+    """sha256 of the params, the source of every module of stages/ (whichever runs as
+    __main__ included) and the data, as 16 hex digits."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    modules = sorted(
-        (name, module.__file__)
-        for name, module in sys.modules.items()
-        if (name == "stages" or name.startswith("stages.")) and getattr(module, "__file__", None)
-    )
-    for name, path in modules:
-        digest.update(name.encode() + Path(path).read_bytes())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from stages.runtime import StageError
@@ -63,3 +64,11 @@ def binarize(intensities, seed):
     stateless seed (2 integers): the same seed and intensities give the same bits on any CPU."""
     uniform = tf.random.stateless_uniform(tf.shape(intensities), seed=seed, alg=RNG_ALG)
     return tf.cast(uniform < tf.cast(intensities, tf.float32) / 255.0, tf.float32)
+
+
+def per_digit_means(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A table of digit, examples and the mean of each of ``values`` (per-example arrays) over
+    the examples of that digit, rounded to 4 decimals."""
+    frame = pd.DataFrame({"digit": labels.astype(int), **values})
+    means = {name: (name, "mean") for name in values}
+    return frame.groupby("digit").agg(examples=("digit", "size"), **means).reset_index().round(4)

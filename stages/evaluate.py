@@ -21,7 +21,7 @@ import pandas as pd
 
 from stages import devices, params, vae
 from stages.atomic import StagedOutputs
-from stages.datasets import load_split
+from stages.datasets import load_split, per_digit_means
 from stages.importance_sampling import ImportanceSampler
 from stages.runtime import log, run_stage
 
@@ -62,21 +62,7 @@ def split_metrics(name: str, values: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        {
-            "digit": labels.astype(int),
-            "log_px": values["log_px"],
-            "elbo": values["elbo"],
-            "kl": values["kl"],
-        }
-    )
-    table = frame.groupby("digit").agg(
-        examples=("log_px", "size"),
-        log_px=("log_px", "mean"),
-        elbo=("elbo", "mean"),
-        kl=("kl", "mean"),
-    )
-    return table.reset_index().round(4)
+    return per_digit_means(labels, {name: values[name] for name in ("log_px", "elbo", "kl")})
 
 
 def main() -> None:

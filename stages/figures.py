@@ -9,11 +9,12 @@ the prepared test split and the dvclive curves. Writes figures/:
   reconstructions.png       test digits, their posterior-predictive means and a sample
   prior_samples.png         decoded z ~ N(0, I): Bernoulli means and samples
   training_curves.png       train and valid ELBO and KL per epoch
-Every draw is the model's own distributions' (``q.sample``, ``prior(L).sample``, p(x|z)'s
-``mean``/``sample``) from stateless seeds. latent_dim 2 plots z1, z2 themselves. More dimensions
-are shown along the two leading principal directions of the posterior means (PCA, said so on
-every figure); latent_dim 1 plots z1 against the digit. With a flow posterior the "means of
-q(z|x)" are Monte Carlo means of flow samples, said so on the figures.
+The pictures' draws are the model's own distributions' (``q.sample``, ``prior(L).sample``,
+p(x|z)'s ``mean``/``sample``), from stateless keys of the seed (``streams``); the posterior means
+are ``vae.posterior_means_of``'s, like the training snapshots'. latent_dim 2 plots z1, z2
+themselves. More dimensions are shown along the two leading principal directions of the posterior
+means (PCA, said so on every figure); latent_dim 1 plots z1 against the digit. With a flow
+posterior the "means of q(z|x)" are Monte Carlo means of flow samples, said so on the figures.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from stages import history, params, vae
+from stages import history, params, streams, vae
 from stages.atomic import StagedOutputs
 from stages.datasets import load_split
 from stages.plotting import (
@@ -58,12 +59,17 @@ SIZES = {
 MAX_GIF_FRAMES = 40
 PANELS = 8
 RECONSTRUCTION_SAMPLES = 16
-# distinct stateless draws of one seed
-STREAMS = {"posterior_means": 11, "reconstructions": 12, "prior": 13, "pixels": 14}
+# the figures' draws, each its own counter of the "figures" stream of the seed
+DRAWS = {
+    "posterior samples": 1,
+    "posterior predictive pixels": 2,
+    "prior samples": 3,
+    "prior predictive pixels": 4,
+}
 
 
-def stream(seed: int, name: str):
-    return tf.constant([seed, STREAMS[name]], tf.int32)  # TFP takes int32 seed pairs
+def tfp_seed(seed: int, draw: str):
+    return streams.tfp_seed("figures", seed, DRAWS[draw])
 
 
 def posterior_figure(means, labels, view: LatentView, rng, how: str):
@@ -212,10 +218,11 @@ def reconstructions_figure(networks: vae.Networks, images, labels, seed: int):
     )
     x = tf.constant(images[chosen], tf.float32)
     q = vae.approximate_posterior(networks, x)
-    z = q.sample(RECONSTRUCTION_SAMPLES, seed=stream(seed, "reconstructions"))  # (16, N, L)
+    z = q.sample(RECONSTRUCTION_SAMPLES, seed=tfp_seed(seed, "posterior samples"))  # (16, N, L)
     p_x_given_z = vae.likelihood(networks.generative, z)
     predictive_mean = np.asarray(tf.reduce_mean(p_x_given_z.mean(), axis=0))
-    predictive_sample = np.asarray(p_x_given_z.sample(seed=stream(seed, "pixels"))[0])
+    pixels = p_x_given_z.sample(seed=tfp_seed(seed, "posterior predictive pixels"))
+    predictive_sample = np.asarray(pixels[0])
     rows = [
         ("data x", np.asarray(x)),
         (f"E[x|z], z ~ q(z|x)\n(mean of {RECONSTRUCTION_SAMPLES} z)", predictive_mean),
@@ -235,10 +242,10 @@ def reconstructions_figure(networks: vae.Networks, images, labels, seed: int):
 
 
 def prior_samples_figure(generative_network, latent_dim, seed: int, count=8):
-    z = vae.prior(latent_dim).sample(count * count, seed=stream(seed, "prior"))
+    z = vae.prior(latent_dim).sample(count * count, seed=tfp_seed(seed, "prior samples"))
     p_x_given_z = vae.likelihood(generative_network, z)
     means = np.asarray(p_x_given_z.mean())
-    samples = np.asarray(p_x_given_z.sample(seed=stream(seed, "pixels")))
+    samples = np.asarray(p_x_given_z.sample(seed=tfp_seed(seed, "prior predictive pixels")))
     fig = new_figure(SIZES["prior_samples.png"], layout="constrained")
     for ax, (name, images) in zip(
         fig.subplots(1, 2), (("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples))

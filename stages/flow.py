@@ -11,9 +11,10 @@ the inference network computes from x:
     log q(z'|x) = log q(z|x) - sum_i log sigma_i
 
 ``AutoregressiveStep`` is that update as a ``tfb.Bijector``: the forward pass (sampling, and log q
-of what was sampled) is one MADE pass; the inverse (log q of an arbitrary z, e.g. on a grid) takes
-one pass per latent dimension. ``PosteriorFlow`` holds the steps' networks (a Keras model, saved as
-models/posterior_flow.keras) and chains the steps, reversing the latent order between them.
+of what was sampled) is one MADE evaluation per step; the inverse (log q of an arbitrary z, e.g.
+on a grid) takes one per latent dimension. ``PosteriorFlow`` holds the steps' networks (a Keras
+model, saved as models/posterior_flow.keras) and chains the steps, reversing the latent order
+between them.
 
 ``tfb.AutoregressiveNetwork`` is a Keras 2 (tf_keras) layer and cannot live in a Keras 3 model,
 hence ``MaskedDense`` and ``Made`` here. This is the one module a saved flow needs:
@@ -45,9 +46,9 @@ def autoregressive_mask(in_degrees: np.ndarray, out_degrees: np.ndarray, strict:
     return compare(in_degrees[:, None], out_degrees[None, :]).astype(np.float32)
 
 
-@keras.saving.register_keras_serializable(package="vae")
 class MaskedDense(keras.layers.Dense):
-    """A Dense layer whose kernel is multiplied by a fixed 0/1 mask (in_features, units)."""
+    """A Dense layer whose kernel is multiplied by a fixed 0/1 mask (in_features, units). Only
+    ``Made`` makes them, and remakes them with their masks when a saved flow is loaded."""
 
     def __init__(self, units, mask, **kwargs):
         super().__init__(units, **kwargs)
@@ -58,9 +59,6 @@ class MaskedDense(keras.layers.Dense):
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs) if self.activation is not None else outputs
-
-    def get_config(self):
-        return {**super().get_config(), "mask": self.mask.tolist()}
 
 
 @keras.saving.register_keras_serializable(package="vae")
@@ -118,21 +116,28 @@ class AutoregressiveStep(tfb.Bijector):
     """One IAF step as a bijector: z -> sigmoid(s) * z + (1 - sigmoid(s)) * m, [m, s] = made(z, h).
 
     The context h is fixed when the bijector is made (one per q(z|x)); z may carry leading sample
-    dimensions (k, N, L) over h's (N, H).
+    dimensions (k, N, L) over h's (N, H). The forward pass and its log-determinant share one MADE
+    evaluation (the last input's (m, s) is kept).
     """
 
     def __init__(self, made: Made, context, name="autoregressive_step"):
         parameters = dict(locals())
         self.made, self.context = made, context
+        self._last = None  # (z, m, s) of the last MADE evaluation
         super().__init__(forward_min_event_ndims=1, parameters=parameters, name=name)
 
+    def _gate(self, z):
+        if self._last is None or self._last[0] is not z:
+            self._last = (z, *self.made(z, self.context))
+        return self._last[1:]
+
     def _forward(self, z):
-        m, s = self.made(z, self.context)
+        m, s = self._gate(z)
         sigma = tf.sigmoid(s)
         return sigma * z + (1.0 - sigma) * m
 
     def _forward_log_det_jacobian(self, z):
-        _, s = self.made(z, self.context)
+        _, s = self._gate(z)
         return tf.reduce_sum(tf.math.log_sigmoid(s), axis=-1)
 
     def _inverse(self, y):

@@ -12,8 +12,8 @@ What is this module's own is the bookkeeping: a compiled call takes a few tiles 
 and loops over blocks of at most BLOCK samples. Each block's bound, log mean_i w_i over its
 samples, is folded into a running log-sum-exp (``combine_blocks``), so the whole (k, N) matrix
 of weights never exists. The random draws are laid out on that grid: the eps of tile t, block b
-come from the stateless seed (seed, t * 2^20 + b), so the numbers depend on (seed, k) only, not
-on how many tiles a call takes.
+come from the stateless key (seed, t * 2^20 + b) of their purpose (``streams``), so the numbers
+depend on (seed, k) only, not on how many tiles a call takes.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from stages import vae
+from stages import streams, vae
 
 TILE = 64  # examples per random-number tile
 BLOCK = 64  # samples per block (k < BLOCK: one block of k): 4096 decoder rows a step, whose
 # logits stay in cache (measured faster than 8192 rows, benchmarks/benchmark.py)
-MAX_BLOCKS = 2**20
+MAX_BLOCKS = streams.BLOCKS
 
 
 def default_tiles_per_call() -> int:
@@ -50,7 +50,14 @@ class ImportanceSampler:
     """Per-example ELBO terms and log p(x) estimates from saved networks, with k importance
     samples from q(z|x) drawn from a fixed seed (``q`` may be replaced, e.g. by a refined one)."""
 
-    def __init__(self, networks: vae.Networks, k: int, seed: int, posterior=None):
+    def __init__(
+        self,
+        networks: vae.Networks,
+        k: int,
+        seed: int,
+        posterior=None,
+        purpose: str = "importance_sampling",
+    ):
         if k < 1 or math.ceil(k / BLOCK) > MAX_BLOCKS:
             raise ValueError(f"k = {k} must be from 1 to {BLOCK * MAX_BLOCKS}")
         self.networks = networks
@@ -59,17 +66,14 @@ class ImportanceSampler:
         self.block = min(self.k, BLOCK)
         self.blocks = math.ceil(self.k / self.block)
         self.seed = int(seed)
+        self.purpose = purpose
         self._compiled = tf.function(self._tiles, jit_compile=True)  # one trace per tile count
 
     def eps(self, tile, block):
         """eps ~ N(0, I) for one tile and one block: (block size, TILE, L)."""
-        seed = tf.stack(
-            [
-                tf.constant(self.seed, tf.int64),
-                tf.cast(tile, tf.int64) * MAX_BLOCKS + tf.cast(block, tf.int64),
-            ]
-        )
-        return vae.standard_normal([self.block, TILE, self.networks.latent_dim], seed)
+        counter = tf.cast(tile, tf.int64) * streams.BLOCKS + tf.cast(block, tf.int64)
+        key = streams.key(self.purpose, self.seed, counter)
+        return vae.standard_normal([self.block, TILE, self.networks.latent_dim], key)
 
     def _tiles(self, x, tile_ids):
         """x (T * TILE, 784) float32, tile_ids (T,) -> per-example values over all k samples."""

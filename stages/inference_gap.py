@@ -6,12 +6,13 @@ test images this stage does both and measures what the choice costs (Cremer, Li 
 "Inference Suboptimality in Variational Autoencoders", 2018):
 
   q(z|x)   amortized: the inference network's output (the parameters shared by all datapoints)
-  q*(z|x)  refined, mean-field: the same family with free parameters for each image (loc, scale,
-           and for the flow its context h; the flow's and the generative network's weights stay
-           frozen), started at the encoder's output and moved by Adam for ``gap_steps`` steps
-           (learning rate ``gap_learning_rate`` decaying to 0 on a cosine) to maximize the ELBO,
-           all images in parallel as one batch of variational parameters, reparameterized
-           one-sample gradients with fresh eps every step
+  q*(z|x)  refined, per datapoint (the post's mean-field choice: no parameters shared between
+           datapoints): the same family with free parameters for each image (loc, scale, and for
+           the flow its context h; the flow's and the generative network's weights stay frozen),
+           started at the encoder's output and moved by Adam for ``gap_steps`` steps (learning
+           rate ``gap_learning_rate`` decaying to 0 on a cosine) to maximize the ELBO, all images
+           in parallel as one batch of variational parameters, reparameterized one-sample
+           gradients with fresh eps every step
 
 and, with ``gap_samples`` importance samples each, ELBO[q], ELBO[q*] and log p(x) (the IS
 estimate under whichever of q, q* has the higher ELBO for that image):
@@ -44,9 +45,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from stages import devices, params, vae
+from stages import devices, params, streams, vae
 from stages.atomic import StagedOutputs
-from stages.datasets import load_split
+from stages.datasets import load_split, per_digit_means
 from stages.importance_sampling import ImportanceSampler
 from stages.plotting import DIGIT_COLOURS, new_figure, save_png
 from stages.runtime import log, run_stage
@@ -62,10 +63,9 @@ SIZES = {GAP_FIGURE: (9.0, 4.5), POSTERIOR_FIGURE: (13.0, 8.4)}
 STEPS_PER_CALL = 10  # refinement steps per compiled call; the curve has one point per call
 QUADRATURE_EXAMPLES = 200  # latent_dim 2: log p(x) by quadrature for this many images
 COARSE_GRID, FINE_GRID, GRID_LIMIT = 96, 192, 6.0
-STREAMS = {"refine": 1, "amortized": 2, "refined": 3}  # distinct draws of one seed
 
 
-# --- the refined, mean-field q*(z|x) -----------------------------------------------------------
+# --- the refined, per-datapoint q*(z|x) ------------------------------------------------------
 
 
 class RefinedPosterior:
@@ -104,10 +104,10 @@ def refine(
     optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps))
     optimizer.build(posterior.variables)
     latent_dim = posterior.networks.latent_dim
-    stream = tf.constant(seed * 8 + STREAMS["refine"], tf.int64)
 
     def one_step(step):
-        eps = vae.standard_normal([1, len(images), latent_dim], tf.stack([stream, step]))
+        key = streams.key("gap_refinement", seed, step)
+        eps = vae.standard_normal([1, len(images), latent_dim], key)
         with tf.GradientTape() as tape:
             q = posterior.q()
             z, log_q = vae.sample_and_log_prob(q, eps)
@@ -121,22 +121,21 @@ def refine(
         return tf.reduce_mean(elbo)
 
     @tf.function(jit_compile=True)
-    def steps_call(first):
+    def steps_call(first, count):  # count: a Python int (a second trace for a shorter last call)
         total = tf.constant(0.0)
-        for i in range(STEPS_PER_CALL):
+        for i in range(count):
             total += one_step(first + i)
-        return total / STEPS_PER_CALL
+        return total / count
 
     rows, start = [], time.perf_counter()
+    every = max(1, steps // STEPS_PER_CALL // 10)
     for first in range(0, steps, STEPS_PER_CALL):
-        mean_elbo = float(steps_call(tf.constant(first, tf.int64)))
-        rows.append({"step": first + STEPS_PER_CALL, "mean_refined_elbo": round(mean_elbo, 4)})
-        if (
-            len(rows) % max(1, steps // STEPS_PER_CALL // 10) == 0
-            or first + STEPS_PER_CALL >= steps
-        ):
+        count = min(STEPS_PER_CALL, steps - first)
+        mean_elbo = float(steps_call(tf.constant(first, tf.int64), count))
+        rows.append({"step": first + count, "mean_refined_elbo": round(mean_elbo, 4)})
+        if len(rows) % every == 0 or first + count == steps:
             report(
-                f"refining q*: step {first + STEPS_PER_CALL}/{steps}, mean one-sample ELBO "
+                f"refining q*: step {first + count}/{steps}, mean one-sample ELBO "
                 f"{mean_elbo:.2f} nats, {time.perf_counter() - start:.0f} s"
             )
     return pd.DataFrame(rows)
@@ -164,27 +163,28 @@ class Gaps:
     def amortization_gap(self):
         return self.elbo_refined - self.elbo_amortized
 
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
+    def per_digit(self) -> pd.DataFrame:
+        return per_digit_means(
+            self.labels,
             {
-                "digit": self.labels.astype(int),
                 "log_px": self.log_px,
                 "elbo_amortized": self.elbo_amortized,
                 "elbo_refined": self.elbo_refined,
                 "approximation_gap": self.approximation_gap,
                 "amortization_gap": self.amortization_gap,
-            }
+            },
         )
 
 
 def measure(networks, refined: RefinedPosterior, images, labels, k: int, seed: int) -> Gaps:
-    amortized = ImportanceSampler(networks, k, seed * 8 + STREAMS["amortized"])(images)
+    amortized = ImportanceSampler(networks, k, seed, purpose="gap_amortized")(images)
     n = len(images)
     refined_sampler = ImportanceSampler(
         networks,
         k,
-        seed * 8 + STREAMS["refined"],
+        seed,
         posterior=lambda x, rows: refined.q(tf.minimum(rows, n - 1)),  # padding rows: any image
+        purpose="gap_refined",
     )(images)
     better = refined_sampler["elbo"] >= amortized["elbo"]
     return Gaps(
@@ -281,12 +281,15 @@ def true_posterior_figure(networks, refined, images, gaps: Gaps, grids, chosen):
     for ax, (kind, index) in zip(axes, [(k, i) for k, ids in chosen.items() for i in ids]):
         grid = grids[index]
         extent = (grid.a[0], grid.a[-1], grid.b[0], grid.b[-1])
+        density = np.exp(grid.log_density)
         ax.imshow(
-            np.exp(grid.log_density),
+            density,
             origin="lower",
             extent=extent,
             aspect="auto",
             cmap="Greys",
+            vmin=0,
+            vmax=2 * density.max(),  # at most mid-grey: the contours stay readable over it
             interpolation="nearest",
         )
         a, b = np.meshgrid(grid.a, grid.b)
@@ -373,7 +376,7 @@ def main() -> None:
     count = min(config["gap_examples"], len(test.images))
     images, labels = test.images[:count].astype(np.float32), test.labels[:count]
     start = time.perf_counter()
-    family = "IAF" if networks.flow is not None and networks.flow.steps else "Gaussian"
+    family = "IAF" if networks.has_flow else "Gaussian"
     log(f"{count} test images, {family} posterior: refining q* for {config['gap_steps']} steps")
     refined = RefinedPosterior(networks, images)
     curve = refine(
@@ -430,13 +433,7 @@ def main() -> None:
         posterior_figure = no_true_posterior_figure(networks.latent_dim)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     metrics["device"] = devices.describe()
-    frame = gaps.frame()
-    per_digit = (
-        frame.groupby("digit")
-        .agg(examples=("log_px", "size"), **{c: (c, "mean") for c in frame.columns if c != "digit"})
-        .reset_index()
-        .round(4)
-    )
+    per_digit = gaps.per_digit()
     with StagedOutputs() as out:
         out.json(METRICS, metrics)
         per_digit.to_csv(out.file(PER_DIGIT), index=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import params
+from stages import params, streams
 from stages.atomic import StagedOutputs
 from stages.datasets import BINARY, INTENSITY, PIXELS, PREPARED, SPLITS, binarize
 from stages.runtime import log, run_stage
@@ -47,8 +47,8 @@ def split_mnist(raw: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.nd
 
 def bernoulli_draw(intensities: np.ndarray, seed: int, split: str) -> np.ndarray:
     """One Bernoulli(pixel / 255) draw per pixel, as uint8 0/1, seeded by (seed, split)."""
-    stream = SPLITS.index(split)
-    return binarize(intensities, [seed, stream]).numpy().astype(np.uint8)
+    key = streams.key("static_binarization", seed, SPLITS.index(split))
+    return binarize(intensities, key).numpy().astype(np.uint8)
 
 
 def threshold(intensities: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import devices, history, params, vae
+from stages import devices, history, params, streams, vae
 from stages.atomic import StagedOutputs
 from stages.backup import TrainingBackup
 from stages.datasets import INTENSITY, Split, binarize, load_split
@@ -80,25 +80,28 @@ def training_batches(
     ``minibatches_per_call`` of them stacked per element (S, B, 784) (fewer at an epoch's end).
 
     Epoch e's order is a permutation keyed by (seed, e), and with dynamic binarization minibatch
-    b of epoch e is drawn with the seed (seed, e, b): the stream depends on the epoch number
-    only, so a resumed run sees exactly the data an uninterrupted one would have. The images stay
-    resident as one uint8 tensor; the remainder that does not fill a minibatch is left out each
-    epoch (a different one every epoch).
+    b of epoch e is drawn with the key (seed, e, b) (``streams``): the stream depends on the epoch
+    number only, so a resumed run sees exactly the data an uninterrupted one would have. The
+    images stay resident as one uint8 tensor; the remainder that does not fill a minibatch is
+    left out each epoch (a different one every epoch).
     """
     images = tf.constant(train.images)
     count = len(train.images)
     steps = count // batch_size
     dynamic = train.encoding == INTENSITY
+    counter = lambda epoch, index: epoch * streams.BLOCKS + index  # minibatch `index` of `epoch`
 
     def minibatch(epoch, index, rows):
         pixels = tf.gather(images, rows)
         if dynamic:
-            return binarize(pixels, tf.stack([seed, epoch * 2**20 + index]))
+            return binarize(
+                pixels, streams.key("dynamic_binarization", seed, counter(epoch, index))
+            )
         return tf.cast(pixels, tf.float32)
 
     def epoch_batches(epoch):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            tf.range(count, dtype=tf.int64), seed=streams.key("epoch_order", seed, epoch)
         )
         rows = tf.reshape(order[: steps * batch_size], [steps, batch_size])
         batches = tf.data.Dataset.from_tensor_slices(rows).enumerate()
@@ -202,18 +205,24 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         )
 
     def backup_state(self):
-        values = {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch}
+        values = {
+            "wait": self.wait,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
         weights = {str(i): w for i, w in enumerate(self.best_weights or [])}
         return values, weights
 
     def restore_backup_state(self, values, arrays):
         self.wait, self.best, self.best_epoch = values["wait"], values["best"], values["best_epoch"]
+        self.stopped_epoch = values["stopped_epoch"]
         self.best_weights = [arrays[str(i)] for i in range(len(arrays))] or None
 
 
 class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
-    """Keras' swap of the weights' moving average into the model from each epoch's end (for
-    validation, early stopping's best weights and the snapshots) to the next epoch's start; the
+    """Keras' swap of the weights' moving average into the model around validation, and from
+    each epoch's end (early stopping's best weights, the snapshots) to the next epoch's start; the
     backup, saved at an epoch's end, records that the average is in the model."""
 
     def __init__(self):
@@ -330,14 +339,16 @@ def fit(
     initial_epoch = resumed.epoch if resumed else 0
     if resumed:
         report(f"resuming from epoch {initial_epoch} (backup {backup.directory})")
+        if resumed.states["stopping"][0]["stopped_epoch"]:  # it had stopped early: no more epochs
+            initial_epoch = config["epochs"]
 
     objective = model.objective_name
     progress = Progress(config["epochs"], steps * config["batch_size"], objective, report)
     stopping = EarlyStopping(objective, config["patience"])
     snapshots = history.PosteriorSnapshots(snapshot_images, config["seed"])
     stateful = {"progress": progress}
-    if config["ema"]:  # validate, keep and save the moving average of the weights: swap it in
-        stateful["ema"] = SwapEMAWeights()  # before early stopping and snapshots see the weights
+    if config["ema"]:  # validation runs on the average (swapped in around it); at an epoch's end
+        stateful["ema"] = SwapEMAWeights()  # it is swapped in before early stopping and snapshots
     stateful.update(stopping=stopping, snapshots=snapshots)
     callbacks = [NonFiniteGuard(config["learning_rate"]), *stateful.values()]
     if live_dir is not None:
@@ -403,7 +414,7 @@ def main() -> None:
     train, valid, test = (load_split(name) for name in ("train", "valid", "test"))
     indices = snapshot_subset(test, config["seed"])
     strategy = devices.choose_strategy()
-    backup = TrainingBackup.for_run(config, train)
+    backup = TrainingBackup.for_run(config, train, valid, test)
     with StagedOutputs() as out:
         live_dir = out.directory(history.LIVE)
         snapshot_images = test.images[indices].astype(np.float32)

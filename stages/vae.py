@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from stages import atomic
+from stages import atomic, streams
 from stages.flow import PosteriorFlow
 from stages.runtime import StageError
 
@@ -61,6 +61,11 @@ class Networks:
     @property
     def latent_dim(self) -> int:
         return int(self.generative.inputs[0].shape[-1])
+
+    @property
+    def has_flow(self) -> bool:
+        """Whether q(z|x) is a flow (a flow of 0 steps is the Gaussian itself)."""
+        return self.flow is not None and self.flow.steps > 0
 
 
 def make_inference_network(
@@ -109,18 +114,15 @@ def make_networks(
     flow_steps: int,
     pixel_means: np.ndarray | None = None,
 ) -> Networks:
-    """The networks of a fresh model; ``posterior`` is "gaussian" or "iaf" (with ``flow_steps``)."""
-    flow = PosteriorFlow(latent_dim, flow_steps, context_units=latent_dim, activation=activation)
-    return Networks(
-        make_inference_network(
-            latent_dim,
-            hidden_units,
-            activation,
-            context_units=latent_dim if posterior == "iaf" else 0,
-        ),
-        make_generative_network(latent_dim, hidden_units, activation, pixel_means),
-        flow if posterior == "iaf" else None,
-    )
+    """The networks of a fresh model; ``posterior`` is "gaussian" or "iaf" (with ``flow_steps``).
+    The flow is made only for "iaf", after the other two, so that a Gaussian model's initial
+    weights do not depend on flow_steps."""
+    iaf = posterior == "iaf"
+    context_units = latent_dim if iaf else 0
+    inference = make_inference_network(latent_dim, hidden_units, activation, context_units)
+    generative = make_generative_network(latent_dim, hidden_units, activation, pixel_means)
+    flow = PosteriorFlow(latent_dim, flow_steps, latent_dim, activation=activation) if iaf else None
+    return Networks(inference, generative, flow)
 
 
 INFERENCE_NETWORK_FILE = "inference_network.keras"
@@ -191,7 +193,7 @@ def posterior_from_parameters(loc, scale, context=None, flow: PosteriorFlow | No
     Gaussian pushed through the flow's steps given the context (a flow of 0 steps is the Gaussian
     itself)."""
     gaussian = tfd.Independent(tfd.Normal(loc=loc, scale=scale), 1, name="gaussian_posterior")
-    if flow is None or flow.steps == 0:
+    if flow is None or flow.steps == 0:  # (Networks.has_flow)
         return gaussian
     return tfd.TransformedDistribution(gaussian, flow.bijector(context), name="flow_posterior")
 
@@ -237,15 +239,18 @@ def posterior_means(q, eps):
 
 def posterior_means_of(networks: Networks, images: np.ndarray, seed: int) -> np.ndarray:
     """E_q[z|x] (N, L) of images (N, 784) in {0, 1}; a flow's from MEAN_SAMPLES draws of fixed
-    noise (stream ``seed``)."""
-    x = tf.constant(images, tf.float32)
-    eps = standard_normal([MEAN_SAMPLES, len(images), networks.latent_dim], [seed, 1])
-    return np.asarray(posterior_means(approximate_posterior(networks, x), eps))
+    noise (key ``posterior_means`` of ``seed``)."""
+    q = approximate_posterior(networks, tf.constant(images, tf.float32))
+    if not networks.has_flow:
+        return np.asarray(q.mean())
+    shape = [MEAN_SAMPLES, len(images), networks.latent_dim]
+    eps = standard_normal(shape, streams.key("posterior_means", seed))
+    return np.asarray(posterior_means(q, eps))
 
 
 def describe_posterior_means(networks: Networks) -> str:
     """How ``posterior_means_of`` computes them, in words for figure titles."""
-    if networks.flow is None or networks.flow.steps == 0:
+    if not networks.has_flow:
         return "means of q(z|x)"
     return f"means of q(z|x) (Monte Carlo, {MEAN_SAMPLES} samples of the flow)"
 
@@ -317,7 +322,7 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
     }
 
 
-def dreg_surrogates(log_weights):
+def dreg_surrogates(log_weights, kl_weight=1.0):
     """Doubly reparameterized gradients of the IWAE bound (Tucker et al. 2018), as two surrogate
     objectives (N,) whose gradients are the estimator (their values are not the bound):
 
@@ -326,10 +331,13 @@ def dreg_surrogates(log_weights):
 
     where w~ = w / sum_k w are the normalized importance weights and log w_k (k, N) was computed
     with q's parameters held fixed in log q(z|x) (``bounds_per_example(q_parameters_fixed=True)``),
-    so that the inference network's gradient flows through z_k only.
+    so that the inference network's gradient flows through z_k only. With the KL warm-up's
+    weight beta < 1 on log p(z) - log q(z|x), the score term that DReG rewrites carries beta too,
+    and the inference network's coefficient becomes (1 - beta) w~_k + beta w~_k^2.
     """
     normalized = tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
-    inference = tf.reduce_sum(tf.square(normalized) * log_weights, axis=0)
+    coefficient = (1.0 - kl_weight) * normalized + kl_weight * tf.square(normalized)
+    inference = tf.reduce_sum(tf.stop_gradient(coefficient) * log_weights, axis=0)
     generative = tf.reduce_sum(normalized * log_weights, axis=0)
     return inference, generative
 
@@ -387,13 +395,13 @@ class VariationalAutoencoder(keras.Model):
         """The parameters of q(z|x) for each example (the inference network's outputs)."""
         return self.inference_network(x)
 
-    def _stream(self, counter, stream):
-        """A stateless seed for draw ``stream`` of step ``counter`` (distinct per replica)."""
+    def _noise_key(self, step):
+        """The key of optimizer step ``step``'s eps (distinct per replica)."""
         context = tf.distribute.get_replica_context()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         replica = tf.cast(context.replica_id_in_sync_group if context else 0, tf.int64)
-        counter = tf.cast(counter, tf.int64) * replicas + replica
-        return tf.stack([tf.constant(self.seed, tf.int64), 2 * counter + stream])
+        counter = tf.cast(step, tf.int64) * replicas + replica
+        return streams.key("training_noise", self.seed, counter)
 
     def kl_weight(self, step):
         """beta of the KL warm-up: rising linearly from 0 to 1 over kl_warmup_steps, then 1."""
@@ -410,15 +418,16 @@ class VariationalAutoencoder(keras.Model):
 
     def _gradients(self, x, step):
         """(gradients, variables, terms) of one minibatch's loss = -mean(objective)."""
-        eps = self._eps(x, self._stream(step, 0))
+        eps = self._eps(x, self._noise_key(step))
         dreg = self.gradient_estimator == "dreg"
         # gradients are summed over replicas: scale so that the step is the global mean's
         scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+        kl_weight = self.kl_weight(step)
         with tf.GradientTape(persistent=dreg) as tape:
-            terms = bounds_per_example(x, self.networks, eps, self.kl_weight(step), dreg)
+            terms = bounds_per_example(x, self.networks, eps, kl_weight, dreg)
             loss = -tf.reduce_mean(terms[f"{self.objective_name}_annealed"]) * scale
             if dreg:
-                inference, generative = dreg_surrogates(terms["log_weights_annealed"])
+                inference, generative = dreg_surrogates(terms["log_weights_annealed"], kl_weight)
                 inference_loss = -tf.reduce_mean(inference) * scale
                 generative_loss = -tf.reduce_mean(generative) * scale
         if not dreg:
@@ -449,7 +458,8 @@ class VariationalAutoencoder(keras.Model):
     def test_step(self, images):
         """Validation: the true bounds (beta = 1) on fixed draws (the same eps every epoch)."""
         x = tf.cast(images, tf.float32)
-        self._track(bounds_per_example(x, self.networks, self._eps(x, self._stream(-1, 0))))
+        eps = self._eps(x, streams.key("validation_noise", self.seed))
+        self._track(bounds_per_example(x, self.networks, eps))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 

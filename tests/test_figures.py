@@ -13,17 +13,22 @@ from tests.conftest import chdir, make_workspace
 EPOCHS = 2
 
 
-def panel_count(path, min_run=60) -> int:
+def panel_count(path, min_run=60, tolerance=4) -> int:
     """Axes frames in an image: a frame's top and bottom edges are long dark horizontal runs
-    with the same x extent on two separate rows."""
+    with the same x extent (within ``tolerance`` pixels) on two separate rows."""
     dark = np.asarray(Image.open(path).convert("L")) < 100
-    edges: dict[tuple[int, int], list[int]] = {}
+    extents: list[tuple[int, int, list[int]]] = []  # (start, end, rows)
     for y, row in enumerate(dark):
         changes = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
         for start, end in zip(changes[::2], changes[1::2]):
-            if end - start >= min_run:
-                edges.setdefault((start // 4, end // 4), []).append(y)
-    lines = [1 + int(np.sum(np.diff(rows) > 3)) for rows in edges.values()]
+            if end - start < min_run:
+                continue
+            same = [e for e in extents if abs(e[0] - start) <= tolerance >= abs(e[1] - end)]
+            if same:
+                same[0][2].append(y)
+            else:
+                extents.append((start, end, [y]))
+    lines = [1 + int(np.sum(np.diff(rows) > 3)) for _, _, rows in extents]
     return sum(count // 2 for count in lines)
 
 

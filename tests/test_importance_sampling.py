@@ -103,7 +103,7 @@ def test_flow_posterior_estimate_matches_exact_log_px(one_dimensional_model):
     encoder, decoder, x, exact, mean, sd = one_dimensional_model
     tf.keras.utils.set_random_seed(2)
     encoder = vae.make_inference_network(1, [4], "tanh", context_units=2)
-    set_constant_posterior(encoder, 0.3, 0.8)
+    set_constant_posterior(encoder, 0.3, 1.0)
     flow = PosteriorFlow(1, steps=2, context_units=2)
     sampler = importance_sampling.ImportanceSampler(vae.Networks(encoder, decoder, flow), 5000, 0)
     values = sampler(x)
@@ -118,7 +118,11 @@ def test_bound_rises_with_k_and_stays_above_the_elbo(trained_workspace):
     for k in (1, 10, 100):
         values = importance_sampling.ImportanceSampler(networks, k=k, seed=0)(images)
         means[k] = values["log_px"].mean()
-        assert values["log_px"].mean() >= values["elbo"].mean() - (0.5 if k == 1 else 0)
+        if k == 1:  # one sample: log w itself, whose expectation is the ELBO
+            difference = values["log_px"] - values["elbo"]
+            assert abs(difference.mean()) < 4 * difference.std() / np.sqrt(len(images))
+        else:
+            assert means[k] > values["elbo"].mean()
     assert means[1] < means[10] < means[100]
 
 

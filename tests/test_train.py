@@ -262,3 +262,30 @@ def test_training_state_rename_window_is_recoverable(splits, tmp_path):
     lines = []
     fit(splits, epochs=3, backup=store, report=lines.append)
     assert lines[0].startswith("resuming from epoch 2")
+
+
+def test_a_run_killed_after_it_stopped_early_trains_no_more_epochs(splits, tmp_path):
+    """Killed between the early stop and the saving of the networks: the rerun resumes with no
+    epoch left to train, and ends where the first run ended."""
+    small = Split("train", splits["train"].images[:100], splits["train"].labels[:100], "binary")
+    config = dict(TRAIN_PARAMS, epochs=40, patience=2, learning_rate=0.01)
+    config.update(latent_dim=8, hidden_units=[256], batch_size=20)
+    store = backup.TrainingBackup(tmp_path / "backup")
+    first = train.fit(
+        config, small, splits["valid"], splits["test"].images[:20], report=len, backup=store
+    )
+    assert len(first.records) < 40, "the fixture should stop early"
+    lines = []
+    again = train.fit(
+        config,
+        small,
+        splits["valid"],
+        splits["test"].images[:20],
+        report=lines.append,
+        backup=store,
+    )
+    assert lines[0].startswith(f"resuming from epoch {len(first.records)}")
+    assert [r.logs for r in again.records] == [r.logs for r in first.records]
+    assert again.best_epoch == first.best_epoch
+    for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True):
+        assert np.array_equal(a, b)

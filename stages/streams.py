@@ -1,0 +1,41 @@
+"""Stateless random streams: every purpose draws from keys of its own.
+
+A stateless key is a pair of 64-bit integers, and philox draws with the same key share their
+beginning whatever their shape, so two purposes must never share a key. ``key(purpose, seed,
+counter)`` is ((purpose << 32) + seed, counter): the purpose sits above any seed (seeds are below
+2^32), the counter numbers the draws within the purpose (a step, an epoch and minibatch, a tile
+and block). The same params and seed therefore give the same draws, and changing one purpose's
+draws (say, the evaluation's k) never changes another's.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+PURPOSES = {
+    "static_binarization": 1,  # prepare: counter = the split's index
+    "dynamic_binarization": 2,  # train: counter = epoch * 2^20 + minibatch
+    "epoch_order": 3,  # train: counter = epoch
+    "training_noise": 4,  # train: counter = optimizer step * replicas + replica
+    "validation_noise": 5,  # train: counter 0, the same every epoch
+    "posterior_means": 6,  # snapshots and figures: the flow's Monte Carlo means
+    "importance_sampling": 7,  # evaluate: counter = tile * 2^20 + block
+    "gap_refinement": 8,  # inference_gap: counter = refinement step
+    "gap_amortized": 9,  # inference_gap: importance sampling of q
+    "gap_refined": 10,  # inference_gap: importance sampling of q*
+    "figures": 11,  # figures: counter names the draw (TFP samplers, via tfp_seed)
+}
+BLOCKS = 2**20  # counters that number (major, minor) pairs: major * BLOCKS + minor
+
+
+def key(purpose: str, seed, counter=0) -> tf.Tensor:
+    """The stateless key (int64 pair) of draw ``counter`` of ``purpose`` for ``seed``."""
+    first = tf.cast(PURPOSES[purpose], tf.int64) * 2**32 + tf.cast(seed, tf.int64)
+    return tf.stack([first, tf.cast(counter, tf.int64)])
+
+
+def tfp_seed(purpose: str, seed, counter=0) -> tf.Tensor:
+    """An int32 pair for TFP's ``sample(seed=...)``, drawn from ``key(purpose, seed, counter)``."""
+    return tf.random.stateless_uniform(
+        [2], key(purpose, seed, counter), minval=None, maxval=None, dtype=tf.int32
+    )
