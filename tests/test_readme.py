@@ -38,3 +38,14 @@ def test_every_overridden_key_in_the_readme_exists():
 def test_images_in_the_readme_exist():
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
         assert (REPO / path).exists(), path
+
+
+def test_the_results_tables_are_generated_from_results_csv():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results", REPO / "tools" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    rows = results.read_rows()
+    assert rows and all(row["command"] for row in rows)
+    assert results.readme_blocks(README) == results.generated(rows)
