@@ -14,6 +14,8 @@ figures across runs on a noisy host):
    plain PyTorch loop of the same model (if torch is installed: pip install torch==2.13.0);
 4. importance-sampled log p(x): seconds for k = 1000 and 5000 on the 10k test set, GFLOP/s, and
    the seed-shaped model at k = 1000 on 1,000 images against the same computation in PyTorch.
+5. the paper-sized model trained on the IWAE bound (k = 1, 5, 50) at Burda et al.'s batch of 20:
+   examples/s and the hours their 3,280-epoch schedule would take here (`--only iwae`).
 Uses data/prepared/ when it exists, random binary images of the same size otherwise.
 """
 
@@ -40,6 +42,7 @@ from stages.importance_sampling import TILE, ImportanceSampler, default_tiles_pe
 
 DEFAULT = ("default", 2, [256, 256])
 PAPER = ("paper-sized", 50, [500, 500])
+IWAE_BATCH, IWAE_EPOCHS = 20, 3_280  # Burda et al.'s minibatch and number of passes
 SEED_SHAPE = ("seed-shaped", 128, [256, 256])
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -76,14 +79,22 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def training_rate(latent_dim, hidden, batch_size, x, mode="stacked", per_call=1, epochs=2):
+def training_rate(
+    latent_dim, hidden, batch_size, x, mode="stacked", per_call=1, epochs=2, train_samples=1
+):
     """Examples/s of the last of ``epochs`` epochs (the first one compiles). ``mode``: "stacked"
     (``per_call`` minibatches stacked into one call, the train stage's way) or
     "steps_per_execution" (Keras runs ``per_call`` train steps per call; 1 = plain fit)."""
     keras.utils.set_random_seed(0)
     split = Split("train", x, np.zeros(len(x), np.uint8), BINARY)
     steps = len(x) // batch_size
-    config = dict(TRAIN_DEFAULTS, latent_dim=latent_dim, hidden_units=hidden, batch_size=batch_size)
+    config = dict(
+        TRAIN_DEFAULTS,
+        latent_dim=latent_dim,
+        hidden_units=hidden,
+        batch_size=batch_size,
+        train_samples=train_samples,
+    )
     model = train.build_model(config, split, steps)
     stacked = mode == "stacked"
     model.compile(
@@ -234,9 +245,9 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["train", "seed", "eval"],
-        choices=["train", "seed", "eval"],
-        help="sections to run: training table, the seed's model shape, evaluation",
+        default=["train", "seed", "eval", "iwae"],
+        choices=["train", "seed", "eval", "iwae"],
+        help="sections to run: training table, the seed's model shape, evaluation, IWAE by k",
     )
     args = parser.parse_args()
 
@@ -252,6 +263,8 @@ def main() -> None:
     if "eval" in args.only:
         count = 1_000 if args.quick else 10_000
         evaluation_table(peak, *images("test", count), args.quick)
+    if "iwae" in args.only:
+        iwae_training(train_x)
 
 
 def seed_shape_training(train_x) -> None:
@@ -268,6 +281,22 @@ def seed_shape_training(train_x) -> None:
     else:
         print(f"  PyTorch reference loop:         {reference:,.0f}")
         print(f"  ratio: {ours / reference:.2f}x")
+
+
+def iwae_training(train_x) -> None:
+    """The paper-sized model trained on the IWAE bound at Burda et al.'s batch (20), by k, and
+    what their schedule (3,280 passes over 50,000 images) would take at that rate."""
+    _, latent_dim, hidden = PAPER
+    x = train_x[:10_000]
+    stack = train.stack_size(len(x) // IWAE_BATCH, IWAE_BATCH)
+    print(f"\nIWAE training, paper-sized, batch {IWAE_BATCH} (timed on {len(x)} images):")
+    for k in (1, 5, 50):
+        rate = training_rate(latent_dim, hidden, IWAE_BATCH, x, "stacked", stack, train_samples=k)
+        epoch = 50_000 / rate
+        print(
+            f"  k = {k:>2}: {rate:>8,.0f} examples/s, {epoch:6.1f} s per epoch of 50,000, "
+            f"{IWAE_EPOCHS} epochs: {IWAE_EPOCHS * epoch / 3600:5.1f} h"
+        )
 
 
 def evaluation_table(peak, test_x, source, quick) -> None:
