@@ -285,17 +285,17 @@ def seed_shape_training(train_x) -> None:
 
 def iwae_training(train_x) -> None:
     """The paper-sized model trained on the IWAE bound at Burda et al.'s batch (20), by k, and
-    what their schedule (3,280 passes over 50,000 images) would take at that rate."""
+    what their schedule (3,280 passes over the training set) would take at that rate."""
     _, latent_dim, hidden = PAPER
     x = train_x[:10_000]
     stack = train.stack_size(len(x) // IWAE_BATCH, IWAE_BATCH)
     print(f"\nIWAE training, paper-sized, batch {IWAE_BATCH} (timed on {len(x)} images):")
     for k in (1, 5, 50):
         rate = training_rate(latent_dim, hidden, IWAE_BATCH, x, "stacked", stack, train_samples=k)
-        epoch = 50_000 / rate
+        epoch = len(train_x) / rate
         print(
-            f"  k = {k:>2}: {rate:>8,.0f} examples/s, {epoch:6.1f} s per epoch of 50,000, "
-            f"{IWAE_EPOCHS} epochs: {IWAE_EPOCHS * epoch / 3600:5.1f} h"
+            f"  k = {k:>2}: {rate:>8,.0f} examples/s, {epoch:6.1f} s per epoch of "
+            f"{len(train_x):,}, {IWAE_EPOCHS} epochs: {IWAE_EPOCHS * epoch / 3600:5.1f} h"
         )
 
 
