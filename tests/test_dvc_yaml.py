@@ -69,3 +69,24 @@ def test_every_stage_can_have_a_run_cache_entry(stage):
             assert not options(entry).get("persist"), entry
             if kind == "outs":
                 assert options(entry).get("cache", True), entry
+
+
+def test_offline_plots_page_is_the_configured_template_with_one_inlined_block():
+    """The page DVC renders plots with is hand-written around one builder-owned block, which
+    holds the three pinned builds; re-inlining that block leaves the page byte for byte."""
+    import configparser
+
+    from tools import build_plots_template as builder
+
+    config = configparser.ConfigParser()
+    config.read(REPO / ".dvc" / "config")
+    assert REPO / ".dvc" / config["plots"]["html_template"] == builder.OUTPUT
+    page = builder.OUTPUT.read_text(encoding="utf-8")
+    inlined = page.split(builder.BEGIN + "\n")[1].split("\n    " + builder.END)[0]
+    assert builder.inline(page, inlined) == page
+    for name, version in builder.PINS.items():
+        assert f"<!-- {name} {version} -->\n    <script>" in inlined, name
+    outside = builder.inline(page, "")
+    assert "{plot_divs}" in outside and "<script" not in outside and "{scripts}" not in outside
+    with pytest.raises(SystemExit, match="expected one"):
+        builder.inline(page.replace(builder.END, ""), inlined)
