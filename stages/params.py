@@ -45,6 +45,11 @@ PositiveNumber = Annotated[
     BeforeValidator(_number),
     Field(strict=True, gt=0, allow_inf_nan=False, description="a finite number > 0"),
 ]
+NonNegativeNumber = Annotated[
+    float,
+    BeforeValidator(_number),
+    Field(strict=True, ge=0, allow_inf_nan=False, description="a finite number >= 0"),
+]
 LayerWidths = Annotated[
     list[Annotated[int, Field(strict=True, ge=1)]],
     Field(min_length=1, description="a non-empty list of integers >= 1, e.g. [512, 256]"),
@@ -73,6 +78,7 @@ class Params(BaseModel):
     lr_schedule: Literal["constant", "iwae", "cosine"]
     kl_warmup_epochs: _integer(0)
     ema: Annotated[bool, Field(strict=True)]
+    weight_decay: NonNegativeNumber
     train_samples: _integer(1)
     gradient_estimator: Literal["reparameterized", "dreg"]
     patience: _integer(1)

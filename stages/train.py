@@ -1,8 +1,8 @@
 """Stage train: fit the VAE on the prepared training split, keep the best networks.
 
 Params: latent_dim, hidden_units, activation, posterior, flow_steps, epochs, batch_size,
-learning_rate, lr_schedule, kl_warmup_epochs, ema, train_samples, gradient_estimator, patience,
-seed. Reads data/prepared/. Writes
+learning_rate, lr_schedule, kl_warmup_epochs, ema, weight_decay, train_samples, gradient_estimator,
+patience, seed. Reads data/prepared/. Writes
   models/inference_network.keras    encoder: x -> [loc, scale] (and the flow's context h) of q(z|x)
   models/generative_network.keras   decoder: z -> Bernoulli logits of p(x|z)
   models/posterior_flow.keras       the flow's networks (posterior: iaf only)
@@ -46,6 +46,7 @@ PARAMS = [
     "lr_schedule",
     "kl_warmup_epochs",
     "ema",
+    "weight_decay",
     "train_samples",
     "gradient_estimator",
     "patience",
@@ -294,6 +295,21 @@ def learning_rate(config: dict, steps_per_epoch: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+def make_optimizer(config: dict, steps_per_epoch: int) -> keras.optimizers.Adam:
+    """Adam at the scheduled learning rate; with ``ema``, keeping the weights' moving average; with
+    ``weight_decay``, Keras' decoupled decay (each step multiplies every kernel by
+    1 - learning rate * weight_decay, as AdamW does; biases are excluded)."""
+    optimizer = keras.optimizers.Adam(
+        learning_rate(config, steps_per_epoch),
+        weight_decay=config["weight_decay"] or None,
+        use_ema=config["ema"],
+        ema_momentum=EMA_MOMENTUM,
+    )
+    if config["weight_decay"]:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
+
+
 def stack_size(steps: int, batch_size: int) -> int:
     """Minibatches per compiled call: about EXAMPLES_PER_CALL examples, preferably a divisor of
     the epoch's minibatches so that every call has the same shape (one XLA compilation)."""
@@ -330,9 +346,7 @@ def fit(
     keras.utils.set_random_seed(config["seed"])
     with strategy.scope():
         model = build_model(config, train, steps)
-        optimizer = keras.optimizers.Adam(
-            learning_rate(config, steps), use_ema=config["ema"], ema_momentum=EMA_MOMENTUM
-        )
+        optimizer = make_optimizer(config, steps)
         model.compile(optimizer=optimizer, jit_compile=replicas == 1)
         optimizer.build(model.trainable_variables)
     resumed = backup.restore(model, live_dir) if backup is not None else None

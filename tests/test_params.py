@@ -46,6 +46,7 @@ def test_loads_only_the_keys_asked_for(tmp_path):
         ("lr_schedule", "linear", "one of constant, iwae, cosine"),
         ("kl_warmup_epochs", 1.5, "an integer >= 0"),
         ("ema", "yes", "true or false"),
+        ("weight_decay", -0.1, "a finite number >= 0"),
         ("gradient_estimator", "vimco", "one of reparameterized, dreg"),
         ("gap_learning_rate", 0, "a finite number > 0"),
     ],

@@ -133,6 +133,21 @@ def test_iwae_schedule_is_burda_et_als_scaled_to_the_epochs():
     assert train.learning_rate(dict(config, lr_schedule="constant"), 100) == 1e-3
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_weight_decay_shrinks_every_kernel_by_lr_times_decay_not_biases(splits, weight_decay):
+    config = dict(TRAIN_PARAMS, learning_rate=0.01, weight_decay=weight_decay)
+    model = train.build_model(config, splits["train"], steps_per_epoch=1)
+    optimizer = train.make_optimizer(config, steps_per_epoch=1)
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    optimizer.apply([np.zeros(v.shape, np.float32) for v in variables], variables)  # Adam moves 0
+    kernels = [v for v in variables if "kernel" in v.path]
+    assert kernels and len(kernels) == len([v for v in variables if "bias" in v.path])
+    for variable, value in zip(variables, before):
+        factor = 1 - 0.01 * weight_decay if "kernel" in variable.path else 1
+        np.testing.assert_allclose(variable.numpy(), value * factor, rtol=1e-6)
+
+
 def test_batch_larger_than_the_training_set_is_rejected(splits):
     message = r"batch_size = 100000 is not allowed; expected at most the 500 training images"
     with pytest.raises(params.ParamError, match=message):

@@ -37,6 +37,7 @@ COLUMNS = [
     "lr_schedule",
     "kl_warmup_epochs",
     "ema",
+    "weight_decay",
     "epochs",
     "epochs_run",
     "best_epoch",
@@ -136,6 +137,7 @@ def training_words(row: dict) -> str:
     extras = [row["lr_schedule"] if row["lr_schedule"] != "constant" else ""]
     extras.append(f"warm-up {row['kl_warmup_epochs']}" if int(row["kl_warmup_epochs"]) else "")
     extras.append("EMA" if str(row["ema"]) == "True" else "")
+    extras.append(f"weight decay {row['weight_decay']}" if float(row["weight_decay"]) else "")
     return ", ".join([words] + [e for e in extras if e])
 
 
