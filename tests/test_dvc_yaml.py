@@ -82,7 +82,7 @@ def test_offline_plots_page_is_the_configured_template_with_one_inlined_block():
     config.read(REPO / ".dvc" / "config")
     assert REPO / ".dvc" / config["plots"]["html_template"] == builder.OUTPUT
     page = builder.OUTPUT.read_text(encoding="utf-8")
-    inlined = page.split(builder.BEGIN + "\n")[1].split("\n    " + builder.END)[0]
+    inlined = builder.split(page)[1]
     assert builder.inline(page, inlined) == page
     for name, version in builder.PINS.items():
         assert f"<!-- {name} {version} -->\n    <script>" in inlined, name

@@ -131,12 +131,22 @@ def script(modules: Path, name: str) -> str:
     return f"    <!-- {name} {PINS[name]} -->\n    <script>\n{header}\n{code}\n    </script>"
 
 
+def split(page: str) -> tuple[str, str, str]:
+    """``page`` as (what precedes the block, the inlined block, what follows it)."""
+    opening, closing = BEGIN + "\n", "\n    " + END
+    counts = page.count(opening), page.count(closing)
+    if counts != (1, 1) or page.find(opening) > page.find(closing):
+        raise SystemExit(
+            f"{OUTPUT}: expected one {BEGIN!r} line before one {END!r} line indented by 4 spaces"
+        )
+    head, rest = page.split(opening)
+    scripts, tail = rest.split(closing)
+    return head, scripts, tail
+
+
 def inline(page: str, scripts: str) -> str:
     """``page`` with what stands between its BEGIN and END lines replaced by ``scripts``."""
-    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
-        raise SystemExit(f"{OUTPUT}: expected one {BEGIN!r} line before one {END!r} line")
-    head, rest = page.split(BEGIN)
-    _, tail = rest.split(END)
+    head, _, tail = split(page)
     return f"{head}{BEGIN}\n{scripts}\n    {END}{tail}"
 
 
