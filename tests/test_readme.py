@@ -40,12 +40,29 @@ def test_images_in_the_readme_exist():
         assert (REPO / path).exists(), path
 
 
-def test_the_results_tables_are_generated_from_results_csv():
+def results_tool():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("results", REPO / "tools" / "results.py")
     results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(results)
+    return results
+
+
+def test_the_results_tables_are_generated_from_results_csv():
+    results = results_tool()
     rows = results.read_rows()
     assert rows and all(row["command"] for row in rows)
     assert results.readme_blocks(README) == results.generated(rows)
+
+
+def test_a_row_from_an_experiment_older_than_weight_decay_says_none_and_renders():
+    import yaml
+
+    results = results_tool()
+    older = yaml.safe_load((REPO / "params.yaml").read_text())
+    del older["weight_decay"]
+    row = results.row_from(older, {}, "older", "dvc repro")
+    assert row["weight_decay"] == 0
+    assert "| older | " in results.results_block([row])
+    assert "weight decay" not in results.training_words(row)

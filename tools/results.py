@@ -67,6 +67,7 @@ def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
         "name": name,
         **{key: params[key] for key in COLUMNS if key in params},
         "hidden_units": "-".join(str(u) for u in params["hidden_units"]),
+        "weight_decay": params.get("weight_decay", 0),  # experiments from before the param: none
         "objective": "ELBO"
         if params["train_samples"] == 1
         else f"IWAE k={params['train_samples']}",
