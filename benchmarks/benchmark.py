@@ -36,9 +36,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 
-from stages import devices, train, vae  # noqa: E402
-from stages.datasets import BINARY, Split  # noqa: E402
-from stages.importance_sampling import TILE, ImportanceSampler, default_tiles_per_call  # noqa: E402
+from benchmarks.flops import flops_per_example  # noqa: E402
+from latent.data.datasets import BINARY, Split  # noqa: E402
+from latent.estimators.importance_sampling import (  # noqa: E402
+    TILE,
+    ImportanceSampler,
+    default_tiles_per_call,
+)
+from latent.model import vae  # noqa: E402
+from latent.plumbing import devices, pipeline  # noqa: E402
+from latent.training import batches  # noqa: E402
+from latent.training import fit as train  # noqa: E402
 
 DEFAULT = ("default", 2, [256, 256])
 PAPER = ("paper-sized", 50, [500, 500])
@@ -68,7 +76,11 @@ def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-TRAIN_DEFAULTS = {k: v for k, v in yaml.safe_load(PARAMS.read_text()).items() if k in train.PARAMS}
+TRAIN_DEFAULTS = {
+    k: v
+    for k, v in yaml.safe_load(PARAMS.read_text()).items()
+    if k in pipeline.stage_params("train")
+}
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -102,7 +114,7 @@ def training_rate(
         jit_compile=True,
         steps_per_execution=1 if stacked else per_call,
     )
-    data = train.training_batches(split, batch_size, per_call if stacked else 1, 0, epochs)
+    data = batches.training_batches(split, batch_size, per_call if stacked else 1, 0, epochs)
     timer = EpochTimer()
     calls = math.ceil(steps / per_call) if stacked else steps
     model.fit(data, epochs=epochs, steps_per_epoch=calls, callbacks=[timer], verbose=0)
@@ -112,7 +124,7 @@ def training_rate(
 def input_rate(x, batch_size, minibatches_per_call, epochs=2) -> float:
     """Examples/s of the training input pipeline alone (shuffle, batch, gather), no model."""
     split = Split("train", x, np.zeros(len(x), np.uint8), BINARY)
-    data = train.training_batches(split, batch_size, minibatches_per_call, 0, epochs)
+    data = batches.training_batches(split, batch_size, minibatches_per_call, 0, epochs)
     start, examples = time.perf_counter(), 0
     for batch in data:
         examples += int(np.prod(batch.shape[:-1]))
@@ -229,7 +241,7 @@ def training_table(train_x, source) -> None:
                 latent_dim, hidden, batch_size, train_x, "steps_per_execution", stack
             )
             stacked = training_rate(latent_dim, hidden, batch_size, train_x, "stacked", stack)
-            flops = vae.flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
+            flops = flops_per_example(latent_dim, hidden)["train"] * stacked / 1e9
             feed = input_rate(train_x, batch_size, stack)
             print(
                 f"{name:<12} {batch_size:>5}  {plain:>8,.0f}  {keras_stack:>26,.0f}  "
@@ -306,7 +318,7 @@ def evaluation_table(peak, test_x, source, quick) -> None:
     for name, latent_dim, hidden in (DEFAULT, PAPER):
         for k in (1000, 5000):
             seconds = evaluation_seconds(latent_dim, hidden, k, test_x) * scale
-            counts = vae.flops_per_example(latent_dim, hidden, samples=k)["forward"]
+            counts = flops_per_example(latent_dim, hidden, samples=k)["forward"]
             rate = counts * 10_000 / seconds / 1e9
             print(
                 f"  {name:<12} k = {k:>4}: {seconds:7.1f} s  {rate:5.0f} GFLOP/s "
@@ -316,7 +328,7 @@ def evaluation_table(peak, test_x, source, quick) -> None:
     name, latent_dim, hidden = SEED_SHAPE
     seed_x = test_x[:1000].astype(np.float32)
     ours = evaluation_seconds(latent_dim, hidden, 1000, seed_x)
-    counts = vae.flops_per_example(latent_dim, hidden, samples=1000)["forward"] * len(seed_x) / 1e9
+    counts = flops_per_example(latent_dim, hidden, samples=1000)["forward"] * len(seed_x) / 1e9
     print(f"\nthe seed's model shape, k = 1000 on 1,000 test images ({counts:.0f} GFLOP):")
     print(f"  this evaluation: {ours:.1f} s ({counts / ours:.0f} GFLOP/s)")
     reference = torch_evaluation_seconds(latent_dim, hidden, 1000, seed_x)

@@ -1,8 +1,8 @@
 """Stage evaluate: ELBO and importance-sampled log p(x) of the trained model, test and valid.
 
-Params: ``eval_samples`` (k on the test set; the IWAE protocol uses 5000), ``valid_eval_samples``
-(k on the validation set) and ``seed``. Loads the saved networks
-from models/ (not the training code's objects) and the prepared splits. Writes
+``eval_samples`` is k on the test set (the IWAE protocol uses 5000), ``valid_eval_samples`` on
+the validation set; each split draws from its own random stream (``streams``). Loads the saved
+networks from models/ (not the training code's objects) and the prepared splits. Writes
   metrics/evaluate.json   flat keys: {test,valid}_{elbo,log_px,nll,kl,expected_log_likelihood},
                           eval_samples, valid_eval_samples, seconds, device
                           (nats per example, means over the split)
@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import devices, params, vae
-from stages.atomic import StagedOutputs
-from stages.datasets import load_split, per_digit_means
-from stages.importance_sampling import ImportanceSampler
-from stages.runtime import log, run_stage
+from latent.data.datasets import load_split, per_digit_means
+from latent.estimators.importance_sampling import ImportanceSampler
+from latent.plumbing import devices, params
+from latent.plumbing.runtime import log, run_stage
+from latent.records import model_files
+from latent.records.atomic import StagedOutputs
 
-PARAMS = ["eval_samples", "valid_eval_samples", "seed"]
-MODELS = Path("models")
 METRICS = Path("metrics/evaluate.json")
 PER_DIGIT = Path("metrics/per_digit.csv")
-SPLITS = {"test": "eval_samples", "valid": "valid_eval_samples"}  # split -> its k
-SPLIT_STREAM = {"test": 0, "valid": 2**31}  # distinct random draws per split for one seed
+# split -> (the param that is its k, the random stream it draws from)
+SPLITS = {
+    "test": ("eval_samples", "importance_sampling"),
+    "valid": ("valid_eval_samples", "validation_importance_sampling"),
+}
 
 
 def evaluate_split(sampler: ImportanceSampler, images: np.ndarray, name: str, report=log):
@@ -66,14 +68,14 @@ def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.Dat
 
 
 def main() -> None:
-    config = params.load(PARAMS)
-    networks = vae.load_networks(MODELS)
+    config = params.load("evaluate")
+    networks = model_files.load_networks()
     start = time.perf_counter()
     metrics, per_digit = {}, None
-    for name, samples_key in SPLITS.items():
+    for name, (samples_key, stream) in SPLITS.items():
         split = load_split(name)
         k = config[samples_key]
-        sampler = ImportanceSampler(networks, k, config["seed"] + SPLIT_STREAM[name])
+        sampler = ImportanceSampler(networks, k, config["seed"], purpose=stream)
         values = evaluate_split(sampler, split.images, name)
         metrics.update(split_metrics(name, values))
         log(

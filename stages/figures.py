@@ -1,333 +1,34 @@
 """Stage figures: the posterior and prior-predictive pictures of the seed post, for any latent size.
 
-Params: ``manifold_grid`` and ``seed``. Reads models/ (networks and posterior snapshots),
-the prepared test split and the dvclive curves. Writes figures/:
-  posterior.png             means of q(z|x) of the test digits, coloured by digit
-  posterior_training.gif    the same for a fixed subset, before training and after every epoch
-  posterior_training.png    small multiples of those snapshots
-  manifold.png              prior predictive: Bernoulli means decoded from a grid over [-3, 3]^2
-  reconstructions.png       test digits, their posterior-predictive means and a sample
-  prior_samples.png         decoded z ~ N(0, I): Bernoulli means and samples
-  training_curves.png       train and valid ELBO and KL per epoch
-The pictures' draws are the model's own distributions' (``q.sample``, ``prior(L).sample``,
-p(x|z)'s ``mean``/``sample``), from stateless keys of the seed (``streams``); the posterior means
-are ``vae.posterior_means_of``'s, like the training snapshots'. latent_dim 2 plots z1, z2
-themselves. More dimensions are shown along the two leading principal directions of the posterior
-means (PCA, said so on every figure); latent_dim 1 plots z1 against the digit. With a flow
-posterior the "means of q(z|x)" are Monte Carlo means of flow samples, said so on the figures.
+Reads models/ (networks and posterior snapshots), the prepared test split and the dvclive curves;
+writes figures/ (``latent.plotting.pictures`` says what each figure shows).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
-from PIL import Image
+from latent.data.datasets import load_split
+from latent.plotting import pictures
+from latent.plumbing import params
+from latent.plumbing.runtime import log, run_stage
+from latent.records import history, model_files
+from latent.records.atomic import StagedOutputs
 
-from stages import history, params, streams, vae
-from stages.atomic import StagedOutputs
-from stages.datasets import load_split
-from stages.plotting import (
-    LatentView,
-    digit_legend,
-    new_figure,
-    render_rgb,
-    save_png,
-    scatter_digits,
-    shared_limits,
-    snapshot_frames,
-    tile,
-)
-from stages.runtime import log, run_stage
-
-PARAMS = ["manifold_grid", "seed"]
-MODELS = Path("models")
 OUTPUT = Path("figures")
-GRID_LIMIT = 3.0
-# figure sizes in inches; the PNGs are these times plotting.DPI pixels
-SIZES = {
-    "posterior.png": (7.0, 6.0),
-    "posterior_training.png": (12.0, 6.6),
-    "posterior_training.gif": (6.0, 5.4),
-    "manifold.png": (8.0, 8.4),
-    "reconstructions.png": (10.0, 3.6),
-    "prior_samples.png": (10.0, 5.4),
-    "training_curves.png": (10.0, 4.0),
-}
-MAX_GIF_FRAMES = 40
-PANELS = 8
-RECONSTRUCTION_SAMPLES = 16
-# the figures' draws, each its own counter of the "figures" stream of the seed
-DRAWS = {
-    "posterior samples": 1,
-    "posterior predictive pixels": 2,
-    "prior samples": 3,
-    "prior predictive pixels": 4,
-}
-
-
-def tfp_seed(seed: int, draw: str):
-    return streams.tfp_seed("figures", seed, DRAWS[draw])
-
-
-def posterior_figure(means, labels, view: LatentView, rng, how: str):
-    fig = new_figure(SIZES["posterior.png"], layout="constrained")
-    ax = fig.add_subplot()
-    scatter_digits(ax, view.coordinates(means, labels, rng), labels)
-    x_label, y_label = view.axis_labels()
-    ax.set(xlabel=x_label, ylabel=y_label)
-    title = f"Approximate posterior: {how} of {len(means)} test digits"
-    ax.set_title(title + (f"\n{view.note()}" if view.note() else ""), fontsize=10)
-    digit_legend(ax)
-    return fig
-
-
-def training_snapshot_axes(ax, xy, labels, limits, epoch, view, small=False):
-    scatter_digits(ax, xy, labels, size=1.5 if small else 3.0)
-    ax.set_xlim(limits[0])
-    ax.set_ylim(limits[1])
-    ax.set_title("before training" if epoch == 0 else f"after epoch {epoch}", fontsize=9)
-    if not small:
-        x_label, y_label = view.axis_labels()
-        ax.set(xlabel=x_label, ylabel=y_label)
-
-
-def posterior_training(snapshots, view: LatentView, rng):
-    """(small-multiples figure, GIF bytes) of the posterior means during training."""
-    epochs, labels = snapshots["epochs"], snapshots["labels"]
-    jitter_rng = np.random.default_rng(rng.integers(2**32))
-    coordinates = [
-        view.coordinates(m, labels, np.random.default_rng(jitter_rng.integers(2**32)))
-        for m in snapshots["posterior_means"]
-    ]
-    limits = shared_limits(np.concatenate(coordinates))
-    note = f" ({view.note()})" if view.note() else ""
-    x_label, y_label = view.axis_labels()
-
-    fig = new_figure(SIZES["posterior_training.png"], layout="constrained")
-    panels = snapshot_frames(len(epochs), PANELS)
-    axes = fig.subplots(2, PANELS // 2, sharex=True, sharey=True).ravel()
-    for ax, index in zip(axes, panels):
-        training_snapshot_axes(
-            ax, coordinates[index], labels, limits, int(epochs[index]), view, True
-        )
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
-    fig.supxlabel(x_label, fontsize=9)
-    fig.supylabel(y_label, fontsize=9)
-    fig.suptitle(
-        f"Approximate posterior during training: {snapshots['how']} of {len(labels)} "
-        f"test digits{note}",
-        fontsize=11,
-    )
-    digit_legend(axes[0], fig)
-
-    frames = []
-    for index in snapshot_frames(len(epochs), MAX_GIF_FRAMES):
-        frame = new_figure(SIZES["posterior_training.gif"], layout="constrained")
-        ax = frame.add_subplot()
-        training_snapshot_axes(ax, coordinates[index], labels, limits, int(epochs[index]), view)
-        ax.set_title(f"{snapshots['how']},\n{ax.get_title()}{note}", fontsize=10)
-        digit_legend(ax)
-        frames.append(render_rgb(frame))
-    gif = io.BytesIO()
-    images = [
-        Image.fromarray(f).quantize(colors=64, method=Image.Quantize.MEDIANCUT) for f in frames
-    ]
-    durations = [800] + [250] * (len(images) - 2) + [2000] if len(images) > 1 else [2000]
-    images[0].save(
-        gif,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=durations,
-        loop=0,
-        optimize=False,
-    )
-    return fig, gif.getvalue()
-
-
-def manifold_points(grid: int, view: LatentView) -> tuple[np.ndarray, np.ndarray]:
-    """The grid values (n,) over [-3, 3] and the latent points (n, n, L) they decode from.
-
-    Row i, column j is (a_j, b_{n-1-i}): left to right the first coordinate grows, bottom to top
-    the second one grows, as on the axes of a plot. L = 2: z = (a, b). L > 2: z = a u1 + b u2
-    along the two leading principal directions, all other coordinates at the prior mean 0.
-    L = 1: a single row, z = a.
-    """
-    values = np.linspace(-GRID_LIMIT, GRID_LIMIT, grid)
-    if view.latent_dim == 1:
-        return values, values.reshape(1, grid, 1)
-    a, b = np.meshgrid(values, values[::-1])
-    ab = np.stack([a, b], axis=-1)
-    if view.latent_dim == 2:
-        return values, ab
-    return values, ab @ view.directions.T
-
-
-def bernoulli_means(generative_network, z) -> np.ndarray:
-    """E[x|z] of p(x|z) as (N, 784) pixel probabilities, z (N, L)."""
-    return np.asarray(vae.likelihood(generative_network, tf.constant(z, tf.float32)).mean())
-
-
-def manifold_figure(generative_network, grid: int, view: LatentView):
-    """(figure, decoded means (rows * cols, 784), latent points (rows, cols, L))."""
-    values, points = manifold_points(grid, view)
-    rows, cols = points.shape[:2]
-    means = bernoulli_means(generative_network, points.reshape(rows * cols, -1))
-    fig = new_figure(SIZES["manifold.png"], layout="constrained")
-    ax = fig.add_subplot()
-    image = tile(means.reshape(rows, cols, 28, 28))
-    where = {1: "z1 from -3 to 3", 2: "z1 and z2 from -3 to 3 (tile centres)"}.get(
-        view.latent_dim,
-        "-3 to 3 along the two leading principal directions of the posterior means;\n"
-        f"the other {view.latent_dim - 2} coordinates at the prior mean 0",
-    )
-    ax.set_title(
-        f"Prior predictive: Bernoulli means E[x|z] decoded on a {rows} x {cols} grid,\n{where}",
-        fontsize=10,
-    )
-    if rows > 1:
-        # each tile is centred on its grid value: the image spans half a step beyond -3 and 3
-        edge = GRID_LIMIT + (values[1] - values[0]) / 2
-        ax.imshow(
-            image,
-            cmap="gray_r",
-            vmin=0,
-            vmax=1,
-            extent=(-edge, edge, -edge, edge),
-            interpolation="nearest",
-        )
-        x_label, y_label = view.axis_labels()
-        ax.set(xlabel=x_label, ylabel=y_label)
-    else:
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_yticks([])
-        ax.set_xticks(np.arange(cols) * 28 + 13.5, [f"{v:.1f}" for v in values], fontsize=7)
-        ax.set_xlabel("z1")
-    return fig, means, points
-
-
-def reconstructions_figure(networks: vae.Networks, images, labels, seed: int):
-    """One test digit of each class: data, posterior-predictive mean and a sample of it."""
-    rng = np.random.default_rng(seed)
-    chosen = np.array(
-        [rng.choice(np.flatnonzero(labels == d)) for d in range(10) if np.any(labels == d)]
-    )
-    x = tf.constant(images[chosen], tf.float32)
-    q = vae.approximate_posterior(networks, x)
-    z = q.sample(RECONSTRUCTION_SAMPLES, seed=tfp_seed(seed, "posterior samples"))  # (16, N, L)
-    p_x_given_z = vae.likelihood(networks.generative, z)
-    predictive_mean = np.asarray(tf.reduce_mean(p_x_given_z.mean(), axis=0))
-    pixels = p_x_given_z.sample(seed=tfp_seed(seed, "posterior predictive pixels"))
-    predictive_sample = np.asarray(pixels[0])
-    rows = [
-        ("data x", np.asarray(x)),
-        (f"E[x|z], z ~ q(z|x)\n(mean of {RECONSTRUCTION_SAMPLES} z)", predictive_mean),
-        ("x ~ p(x|z), z ~ q(z|x)\n(one sample)", predictive_sample),
-    ]
-    fig = new_figure(SIZES["reconstructions.png"], layout="constrained")
-    axes = fig.subplots(len(rows), 1)
-    for ax, (name, row) in zip(axes, rows):
-        ax.imshow(
-            tile(row.reshape(1, -1, 28, 28)), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest"
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("Test digits and their posterior predictive", fontsize=11)
-    return fig
-
-
-def prior_samples_figure(generative_network, latent_dim, seed: int, count=8):
-    z = vae.prior(latent_dim).sample(count * count, seed=tfp_seed(seed, "prior samples"))
-    p_x_given_z = vae.likelihood(generative_network, z)
-    means = np.asarray(p_x_given_z.mean())
-    samples = np.asarray(p_x_given_z.sample(seed=tfp_seed(seed, "prior predictive pixels")))
-    fig = new_figure(SIZES["prior_samples.png"], layout="constrained")
-    for ax, (name, images) in zip(
-        fig.subplots(1, 2), (("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples))
-    ):
-        ax.imshow(
-            tile(images.reshape(count, count, 28, 28)),
-            cmap="gray_r",
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(
-        f"Prior predictive: {count * count} draws z ~ N(0, I) decoded by p(x|z)", fontsize=11
-    )
-    return fig
-
-
-def training_curves_figure():
-    """Train and valid ELBO and KL per epoch, with the epoch whose weights were kept (the best
-    valid objective: the ELBO, or the IWAE bound when training with train_samples > 1)."""
-    objective = history.read_objective()
-    valid = history.read_curve("valid", objective)
-    best = int(valid["step"][valid[objective].idxmax()])
-    fig = new_figure(SIZES["training_curves.png"], layout="constrained")
-    for ax, metric, title in zip(
-        fig.subplots(1, 2),
-        ("elbo", "kl"),
-        ("ELBO (nats per example)", "KL(q(z|x) || p(z)) (nats per example)"),
-    ):
-        for split, style in (("train", "-"), ("valid", "--")):
-            curve = history.read_curve(split, metric)
-            ax.plot(curve["step"], curve[metric], style, label=split)
-        ax.axvline(
-            best,
-            color="grey",
-            linestyle=":",
-            label=f"best valid {objective.upper()} (epoch {best})",
-        )
-        ax.set(xlabel="epoch", title=title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return fig
-
-
-# --- the stage ------------------------------------------------------------------------------
-
-
-def render_all(config: dict, networks: vae.Networks, test, snapshots, directory: Path):
-    """Write every figure into ``directory``."""
-    seed = config["seed"]
-    rng = np.random.default_rng(seed)
-    means = vae.posterior_means_of(networks, test.images, seed)
-    how = vae.describe_posterior_means(networks)
-    view = LatentView.fit(means)
-    note = view.note() or "plotting the latent coordinates themselves"
-    log(f"latent_dim {networks.latent_dim}: {note}; posterior: {how}")
-
-    save_png(posterior_figure(means, test.labels, view, rng, how), directory / "posterior.png")
-    small_multiples, gif = posterior_training(snapshots, view, rng)
-    save_png(small_multiples, directory / "posterior_training.png")
-    (directory / "posterior_training.gif").write_bytes(gif)
-    manifold = manifold_figure(networks.generative, config["manifold_grid"], view)[0]
-    save_png(manifold, directory / "manifold.png")
-    reconstructions = reconstructions_figure(networks, test.images, test.labels, seed)
-    save_png(reconstructions, directory / "reconstructions.png")
-    prior_samples = prior_samples_figure(networks.generative, networks.latent_dim, seed)
-    save_png(prior_samples, directory / "prior_samples.png")
-    save_png(training_curves_figure(), directory / "training_curves.png")
 
 
 def main() -> None:
-    config = params.load(PARAMS)
-    networks = vae.load_networks(MODELS)
-    snapshots = history.load_snapshots(MODELS)
+    config = params.load("figures")
+    networks = model_files.load_networks()
+    snapshots = history.load_snapshots(model_files.MODELS)
     test = load_split("test")
     with StagedOutputs() as out:
         directory = out.directory(OUTPUT)
-        render_all(config, networks, test, snapshots, directory)
-    log(f"wrote {OUTPUT}/: " + ", ".join(sorted(SIZES)))
+        pictures.draw_all(
+            networks, test, snapshots, directory, config["seed"], config["manifold_grid"]
+        )
+    log(f"wrote {OUTPUT}/: " + ", ".join(sorted(pictures.SIZES)))
 
 
 if __name__ == "__main__":

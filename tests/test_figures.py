@@ -7,7 +7,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from stages import figures, plotting, vae
+from latent.model import vae
+from latent.plotting import canvas, pictures
+from latent.plotting.latent_view import LatentView
+from latent.records import model_files
+from stages import figures
 from tests.conftest import chdir, make_workspace
 
 EPOCHS = 2
@@ -61,12 +65,12 @@ def rendered(request, tmp_path_factory):
 def test_every_declared_figure_is_a_readable_image(rendered):
     _, _, workspace = rendered
     written = sorted(p.name for p in (workspace / "figures").iterdir())
-    assert written == sorted(figures.SIZES)
+    assert written == sorted(pictures.SIZES)
     for name in written:
         path = workspace / "figures" / name
         with Image.open(path) as image:
             assert image.format == ("GIF" if name.endswith(".gif") else "PNG")
-            assert image.size == plotting.pixel_size(figures.SIZES[name]), name
+            assert image.size == canvas.pixel_size(pictures.SIZES[name]), name
             assert 0.01 < non_white_share(image) < 0.9, f"{name} looks blank or flooded"
             if name.endswith(".gif"):
                 assert image.n_frames == EPOCHS + 1
@@ -86,18 +90,18 @@ def test_figures_are_reproducible(rendered):
 
 def test_the_flow_posterior_means_are_said_to_be_monte_carlo(rendered):
     latent_dim, posterior, workspace = rendered
-    networks = vae.load_networks(workspace / "models")
-    how = vae.describe_posterior_means(networks)
+    networks = model_files.load_networks(workspace / "models")
+    how = pictures.means_in_words(vae.mean_samples(networks))
     assert ("Monte Carlo" in how) == (posterior == "iaf")
     images = np.load(workspace / "data/prepared/test_images.npy")[:5]
-    means = vae.posterior_means_of(networks, images, seed=0)
+    means = vae.posterior_means(networks, images, seed=0)
     assert means.shape == (5, latent_dim) and np.all(np.isfinite(means))
 
 
 def test_projection_is_said_on_the_figure(rendered):
     latent_dim, _, workspace = rendered
     means = np.random.default_rng(0).standard_normal((50, latent_dim)).astype(np.float32)
-    view = plotting.LatentView.fit(means)
+    view = LatentView.fit(means)
     assert ("PCA projection" in view.note()) == (latent_dim > 2)
     labels = view.axis_labels()
     assert labels == {1: ("z1", "digit (jittered)"), 2: ("z1", "z2")}.get(latent_dim, labels)
@@ -108,10 +112,10 @@ def test_projection_is_said_on_the_figure(rendered):
 
 def test_manifold_decodes_exactly_the_grid_it_claims(rendered):
     latent_dim, _, workspace = rendered
-    networks = vae.load_networks(workspace / "models")
+    networks = model_files.load_networks(workspace / "models")
     means = np.random.default_rng(0).standard_normal((50, latent_dim)).astype(np.float32)
-    view = plotting.LatentView.fit(means)
-    fig, decoded, points = figures.manifold_figure(networks.generative, 6, view)
+    view = LatentView.fit(means)
+    fig, decoded, points = pictures.manifold_figure(networks.generative_network, 6, view)
     fig.clf()
     values = np.linspace(-3, 3, 6)
     if latent_dim == 1:
@@ -126,11 +130,11 @@ def test_manifold_decodes_exactly_the_grid_it_claims(rendered):
         if latent_dim > 2:  # the other coordinates sit at the prior mean 0
             rest = points.reshape(-1, latent_dim) - grid.reshape(-1, 2) @ view.directions.T
             np.testing.assert_allclose(rest, 0, atol=1e-6)
-    logits = networks.generative(points.reshape(-1, latent_dim).astype(np.float32))
+    logits = networks.generative_network(points.reshape(-1, latent_dim).astype(np.float32))
     np.testing.assert_allclose(decoded.reshape(len(logits), -1), tf.sigmoid(logits), rtol=1e-6)
 
 
 def test_snapshot_frames_keep_first_and_last():
-    assert plotting.snapshot_frames(5, 8) == [0, 1, 2, 3, 4]
-    frames = plotting.snapshot_frames(101, 8)
+    assert canvas.snapshot_frames(5, 8) == [0, 1, 2, 3, 4]
+    frames = canvas.snapshot_frames(101, 8)
     assert len(frames) == 8 and frames[0] == 0 and frames[-1] == 100 and frames[:3] == [0, 1, 2]

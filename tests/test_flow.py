@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from stages import vae
-from stages.flow import AutoregressiveStep, Made, PosteriorFlow
+from latent.model import vae
+from latent.model.flow import AutoregressiveStep, Made, PosteriorFlow
 from tests.conftest import REPO
 
 
@@ -95,15 +95,20 @@ def test_saved_flow_loads_in_a_fresh_process_with_one_import(tmp_path):
     flow.save(path)
     z = np.random.default_rng(6).normal(size=(5, 3)).astype(np.float32)
     context = np.random.default_rng(7).normal(size=(5, 2)).astype(np.float32)
-    expected = [np.asarray(t) for t in flow(z, context)]
+    bijector = flow.bijector(context)
+    expected = [
+        np.asarray(bijector.forward(z)),
+        np.asarray(bijector.forward_log_det_jacobian(z, 1)),
+    ]
     np.save(tmp_path / "inputs.npy", np.concatenate([z, context], axis=1))
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(REPO)!r})
         import keras, numpy as np
-        import stages.flow  # registers the flow's layers
+        import latent.model.flow  # registers the flow's layers
         flow = keras.saving.load_model({str(path)!r})
         inputs = np.load({str(tmp_path / "inputs.npy")!r})
-        z, log_det = flow(inputs[:, :3], inputs[:, 3:])
+        bijector, z0 = flow.bijector(inputs[:, 3:]), inputs[:, :3]
+        z, log_det = bijector.forward(z0), bijector.forward_log_det_jacobian(z0, 1)
         np.save({str(tmp_path / "outputs.npy")!r}, np.concatenate([z, log_det[:, None]], 1))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -133,7 +138,7 @@ def test_iaf_fits_a_banana_posterior_better_than_the_gaussian():
     for posterior in ("gaussian", "iaf"):
         keras.utils.set_random_seed(0)
         nets = vae.make_networks(2, [64], "tanh", posterior, flow_steps=4)
-        nets = vae.Networks(nets.inference, decoder, nets.flow)
+        nets = vae.Networks(nets.inference_network, decoder, nets.flow)
         model = vae.VariationalAutoencoder(nets, train_samples=1, seed=0)
         model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
         data = tf.data.Dataset.from_tensor_slices(x).batch(64).repeat(400)

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import evaluate, importance_sampling, vae
-from stages.flow import PosteriorFlow
+from latent.estimators import importance_sampling
+from latent.model import vae
+from latent.model.flow import PosteriorFlow
+from latent.records import model_files
+from stages import evaluate
 from tests.conftest import chdir
 
 
@@ -112,7 +115,7 @@ def test_flow_posterior_estimate_matches_exact_log_px(one_dimensional_model):
 
 
 def test_bound_rises_with_k_and_stays_above_the_elbo(trained_workspace):
-    networks = vae.load_networks(trained_workspace / "models")
+    networks = model_files.load_networks(trained_workspace / "models")
     images = np.load(trained_workspace / "data/prepared/test_images.npy")[:64].astype(np.float32)
     means = {}
     for k in (1, 10, 100):
@@ -127,7 +130,7 @@ def test_bound_rises_with_k_and_stays_above_the_elbo(trained_workspace):
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(trained_workspace):
-    networks = vae.load_networks(trained_workspace / "models")
+    networks = model_files.load_networks(trained_workspace / "models")
     images = np.load(trained_workspace / "data/prepared/test_images.npy")[:10].astype(np.float32)
     a, b, c = (importance_sampling.ImportanceSampler(networks, 20, s)(images) for s in (5, 5, 6))
     assert np.array_equal(a["log_px"], b["log_px"]) and not np.array_equal(a["log_px"], c["log_px"])

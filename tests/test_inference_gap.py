@@ -12,7 +12,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from stages import inference_gap, plotting, vae
+from latent.data.datasets import PIXELS
+from latent.estimators import gaps as inference_gaps
+from latent.estimators import quadrature, refinement
+from latent.model import vae
+from latent.plotting import canvas
+from latent.plotting import gaps as gap_figures
+from stages import inference_gap
 from tests.conftest import chdir, make_workspace
 from tests.test_figures import panel_count
 
@@ -22,7 +28,7 @@ NOISE = 0.5  # sd of the linear-Gaussian likelihood
 def gaussian_likelihood(generative_network, z):
     """p(x|z) = N(W z + b, NOISE^2 I): a linear-Gaussian model, posterior Gaussian."""
     flat = tf.reshape(z, [-1, z.shape[-1]])
-    loc = tf.reshape(generative_network(flat), tf.concat([tf.shape(z)[:-1], [vae.PIXELS]], 0))
+    loc = tf.reshape(generative_network(flat), tf.concat([tf.shape(z)[:-1], [PIXELS]], 0))
     return vae.tfd.Independent(vae.tfd.Normal(loc, NOISE), 1)
 
 
@@ -34,15 +40,15 @@ def linear_gaussian(monkeypatch):
     monkeypatch.setattr(vae, "likelihood", gaussian_likelihood)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    w, _ = np.linalg.qr(rng.normal(size=(vae.PIXELS, 2)))
+    w, _ = np.linalg.qr(rng.normal(size=(PIXELS, 2)))
     w = w * np.array([1.5, 0.7])  # columns orthogonal, of norms 1.5 and 0.7
-    bias = rng.normal(0, 0.3, vae.PIXELS)
+    bias = rng.normal(0, 0.3, PIXELS)
     z = keras.Input((2,))
-    decoder = keras.Model(z, keras.layers.Dense(vae.PIXELS)(z))
+    decoder = keras.Model(z, keras.layers.Dense(PIXELS)(z))
     decoder.layers[-1].set_weights([w.T.astype(np.float32), bias.astype(np.float32)])
     networks = vae.Networks(vae.make_inference_network(2, [16], "tanh"), decoder)
     truth = rng.normal(size=(8, 2))
-    images = (truth @ w.T + bias + rng.normal(0, NOISE, (8, vae.PIXELS))).astype(np.float32)
+    images = (truth @ w.T + bias + rng.normal(0, NOISE, (8, PIXELS))).astype(np.float32)
     # exact posterior N(mean, cov), cov = (I + W'W / s^2)^-1 (diagonal); marginal N(b, WW' + s^2 I)
     precision = np.eye(2) + w.T @ w / NOISE**2
     cov = np.linalg.inv(precision)
@@ -63,14 +69,14 @@ def marginal_log_density(centred, w):
 
 def test_refinement_recovers_the_exact_gaussian_posterior(linear_gaussian):
     networks, images, mean, sd, marginal = linear_gaussian
-    refined = inference_gap.RefinedPosterior(networks, images)
-    curve = inference_gap.refine(refined, images, 1500, 0.05, seed=0, report=lambda m: None)
+    refined = refinement.RefinedPosterior(networks, images)
+    curve = refinement.refine(refined, images, 1500, 0.05, seed=0, report=lambda m: None)
     # within a sixth of a posterior sd (a KL of 0.014 nats at most): one-sample noise remains
     np.testing.assert_allclose((refined.loc.numpy() - mean) / sd, 0, atol=1 / 6)
     np.testing.assert_allclose(
         tf.math.softplus(refined.raw_scale).numpy(), sd[None].repeat(8, 0), rtol=0.15
     )
-    gaps = inference_gap.measure(networks, refined, images, np.zeros(8), k=4000, seed=0)
+    gaps = inference_gaps.measure(networks, refined, images, np.zeros(8), k=4000, seed=0)
     # the approximation gap vanishes within Monte Carlo error; amortizing costs nats here
     assert np.all(np.abs(gaps.approximation_gap) < 4 * gaps.mc_error + 0.02)
     assert np.all(gaps.amortization_gap > 0)
@@ -81,7 +87,7 @@ def test_refinement_recovers_the_exact_gaussian_posterior(linear_gaussian):
 def test_quadrature_gives_the_analytic_marginal(linear_gaussian):
     networks, images, _, _, marginal = linear_gaussian
     for image, exact in zip(images[:3], marginal[:3]):
-        grid = inference_gap.grid_posterior(networks.generative, image)
+        grid = quadrature.grid_posterior(networks.generative_network, image)
         assert grid.log_px == pytest.approx(exact, abs=1e-3)
         cell = (grid.a[1] - grid.a[0]) * (grid.b[1] - grid.b[0])
         assert np.exp(grid.log_density).sum() * cell == pytest.approx(1.0, abs=1e-6)
@@ -120,9 +126,13 @@ def test_stage_metrics_are_consistent_and_refinement_never_loses(gap_workspace):
 
 
 def test_stage_figures_show_the_gaps_and_six_posteriors(gap_workspace):
-    for path in (inference_gap.GAP_FIGURE, inference_gap.POSTERIOR_FIGURE):
+    sizes = {
+        inference_gap.GAP_FIGURE: gap_figures.GAP_SIZE,
+        inference_gap.POSTERIOR_FIGURE: gap_figures.POSTERIOR_SIZE,
+    }
+    for path, size in sizes.items():
         with Image.open(gap_workspace / path) as image:
-            assert image.size == plotting.pixel_size(inference_gap.SIZES[path])
+            assert image.size == canvas.pixel_size(size)
             assert 0.01 < np.mean(np.asarray(image.convert("L")) < 200) < 0.9
     # six posteriors (frames wider than the digit insets in their corners)
     assert panel_count(gap_workspace / inference_gap.POSTERIOR_FIGURE, min_run=150) == 6
@@ -130,7 +140,7 @@ def test_stage_figures_show_the_gaps_and_six_posteriors(gap_workspace):
 
 def test_chosen_examples_are_six_distinct_images():
     rng = np.random.default_rng(0)
-    gaps = inference_gap.Gaps(
+    gaps = inference_gaps.Gaps(
         labels=np.zeros(20),
         log_px=rng.normal(size=20),
         elbo_amortized=rng.normal(size=20) - 3,
@@ -139,7 +149,7 @@ def test_chosen_examples_are_six_distinct_images():
         mc_error=np.ones(20),
     )
     exact = rng.normal(size=15)
-    chosen = inference_gap.chosen_examples(gaps, exact)
+    chosen = inference_gaps.chosen_examples(gaps, exact)
     indices = [i for ids in chosen.values() for i in ids]
     assert len(indices) == 6 == len(set(indices)) and max(indices) < 15
     assert chosen["easy"] == list(np.argsort(-exact)[:2])

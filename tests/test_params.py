@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from stages import params
+from latent.plumbing import params
 from tests.conftest import REPO
 
 
@@ -18,12 +18,12 @@ def write(path, **overrides):
 
 
 def test_repository_params_are_valid():
-    values = params.load(list(params.KEYS), REPO / "params.yaml")
+    values = params.load_keys(list(params.KEYS), REPO / "params.yaml")
     assert values["latent_dim"] == 2 and values["binarization"] == "static"
 
 
 def test_loads_only_the_keys_asked_for(tmp_path):
-    values = params.load(["latent_dim", "seed"], write(tmp_path / "p.yaml", latent_dim=10))
+    values = params.load_keys(["latent_dim", "seed"], write(tmp_path / "p.yaml", latent_dim=10))
     assert values == {"latent_dim": 10, "seed": 0}
 
 
@@ -54,7 +54,7 @@ def test_loads_only_the_keys_asked_for(tmp_path):
 def test_bad_value_names_key_value_and_what_is_allowed(tmp_path, key, value, allowed):
     path = write(tmp_path / "p.yaml", **{key: value})
     with pytest.raises(params.ParamError) as error:
-        params.load([key], path)
+        params.load_keys([key], path)
     message = str(error.value)
     assert "\n" not in message
     assert f"{key} = {value!r}" in message
@@ -69,7 +69,7 @@ def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
         .replace("learning_rate: 0.001", "learning_rate: 1e-3")
     )
     assert yaml.safe_load(path.read_text())["learning_rate"] == "1e-3"  # YAML 1.1 says string
-    assert params.load(["learning_rate"], path)["learning_rate"] == pytest.approx(1e-3)
+    assert params.load_keys(["learning_rate"], path)["learning_rate"] == pytest.approx(1e-3)
 
 
 def test_missing_key(tmp_path):
@@ -78,7 +78,7 @@ def test_missing_key(tmp_path):
     del values["epochs"]
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(params.ParamError, match=r"epochs is missing; expected an integer >= 1"):
-        params.load(["epochs"], path)
+        params.load_keys(["epochs"], path)
 
 
 def test_unknown_key_is_a_typo_with_a_suggestion(tmp_path):
@@ -86,26 +86,26 @@ def test_unknown_key_is_a_typo_with_a_suggestion(tmp_path):
     with pytest.raises(
         params.ParamError, match=re.escape("unknown key 'latnet_dim' (did you mean latent_dim?)")
     ):
-        params.load(["seed"], path)
+        params.load_keys(["seed"], path)
 
 
 def test_not_a_mapping(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("- 1\n- 2\n")
     with pytest.raises(params.ParamError, match="must be a mapping"):
-        params.load(["seed"], path)
+        params.load_keys(["seed"], path)
 
 
 def test_a_bad_value_of_another_stage_stops_every_stage(tmp_path):
     path = write(tmp_path / "p.yaml", manifold_grid=100)
     with pytest.raises(params.ParamError, match=r"manifold_grid = 100 is not allowed"):
-        params.load(["latent_dim"], path)
+        params.load_keys(["latent_dim"], path)
 
 
 def test_dreg_with_a_flow_posterior_is_one_line_naming_both_keys(tmp_path):
     path = write(tmp_path / "p.yaml", posterior="iaf", gradient_estimator="dreg", train_samples=5)
     with pytest.raises(params.ParamError) as error:
-        params.load(["posterior"], path)
+        params.load_keys(["posterior"], path)
     message = str(error.value)
     assert "\n" not in message
     assert "gradient_estimator = 'dreg' is not allowed with posterior = 'iaf'" in message

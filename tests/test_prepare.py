@@ -5,9 +5,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from latent.data import binarization
+from latent.data.datasets import load_split
+from latent.data.sources import DataError
 from stages import prepare
-from stages.datasets import load_split
-from stages.sources import DataError
 from tests import fixtures
 from tests.conftest import REPO
 
@@ -18,7 +19,7 @@ def raw():
 
 
 def test_valid_is_the_last_sixth_of_the_training_images(raw):
-    splits, _ = prepare.prepare(raw, "threshold", 0)
+    splits, _ = binarization.prepare(raw, "threshold", 0)
     assert [len(splits[s][0]) for s in ("train", "valid", "test")] == [1000, 200, 200]
     assert np.array_equal(splits["valid"][1], raw["train_labels"][1000:])
     real_sized = {
@@ -27,13 +28,17 @@ def test_valid_is_the_last_sixth_of_the_training_images(raw):
         "test_images": np.zeros((10000, 28, 28), np.uint8),
         "test_labels": np.zeros(10000, np.uint8),
     }
-    assert [len(v[0]) for v in prepare.split_mnist(real_sized).values()] == [50000, 10000, 10000]
+    assert [len(v[0]) for v in binarization.split_mnist(real_sized).values()] == [
+        50000,
+        10000,
+        10000,
+    ]
 
 
 def test_static_binarization_is_bernoulli_of_the_intensities(raw):
-    splits, encodings = prepare.prepare(raw, "static", 3)
+    splits, encodings = binarization.prepare(raw, "static", 3)
     assert encodings == {"train": "binary", "valid": "binary", "test": "binary"}
-    intensities = prepare.split_mnist(raw)["train"][0] / 255
+    intensities = binarization.split_mnist(raw)["train"][0] / 255
     x = splits["train"][0]
     assert set(np.unique(x)) <= {0, 1}
     assert not x[intensities == 0].any() and x[intensities == 1].all()
@@ -44,32 +49,32 @@ def test_static_binarization_is_bernoulli_of_the_intensities(raw):
 
 
 def test_same_seed_same_bits_other_seed_other_bits(raw):
-    a, _ = prepare.prepare(raw, "static", 1)
-    b, _ = prepare.prepare(raw, "static", 1)
-    c, _ = prepare.prepare(raw, "static", 2)
+    a, _ = binarization.prepare(raw, "static", 1)
+    b, _ = binarization.prepare(raw, "static", 1)
+    c, _ = binarization.prepare(raw, "static", 2)
     for split in a:
         assert np.array_equal(a[split][0], b[split][0])
         assert not np.array_equal(a[split][0], c[split][0])
 
 
 def test_dynamic_keeps_train_intensities_and_draws_valid_test_like_static(raw):
-    dynamic, encodings = prepare.prepare(raw, "dynamic", 5)
-    static, _ = prepare.prepare(raw, "static", 5)
+    dynamic, encodings = binarization.prepare(raw, "dynamic", 5)
+    static, _ = binarization.prepare(raw, "static", 5)
     assert encodings["train"] == "intensity"
-    assert np.array_equal(dynamic["train"][0], prepare.split_mnist(raw)["train"][0])
+    assert np.array_equal(dynamic["train"][0], binarization.split_mnist(raw)["train"][0])
     for split in ("valid", "test"):
         assert np.array_equal(dynamic[split][0], static[split][0])
 
 
 def test_threshold_is_intensity_above_one_half(raw):
-    splits, _ = prepare.prepare(raw, "threshold", 0)
-    intensities = prepare.split_mnist(raw)["test"][0]
+    splits, _ = binarization.prepare(raw, "threshold", 0)
+    intensities = binarization.split_mnist(raw)["test"][0]
     assert np.array_equal(splits["test"][0], (intensities >= 128).astype(np.uint8))
 
 
 def test_larochelle_files_get_the_labels_of_their_mnist_images(raw):
     fixed = fixtures.larochelle_images(raw)
-    splits, _ = prepare.prepare(raw, "larochelle", 0, fixed)
+    splits, _ = binarization.prepare(raw, "larochelle", 0, fixed)
     assert np.array_equal(splits["train"][0], fixed["train"])
     assert np.array_equal(splits["test"][1], raw["test_labels"])
 
@@ -78,7 +83,7 @@ def test_larochelle_files_out_of_order_are_an_error(raw):
     fixed = fixtures.larochelle_images(raw)
     fixed["test"] = fixed["test"][::-1].copy()
     with pytest.raises(DataError, match="larochelle test: .* not in MNIST order"):
-        prepare.prepare(raw, "larochelle", 0, fixed)
+        binarization.prepare(raw, "larochelle", 0, fixed)
 
 
 def run_stage(directory, raw, binarization="static", seed=0):
@@ -109,7 +114,7 @@ def test_stage_outputs_are_byte_identical_for_the_same_params(in_tmp_dir, raw):
 
 
 def test_bad_param_leaves_earlier_outputs_untouched(in_tmp_dir, raw):
-    from stages.params import ParamError
+    from latent.plumbing.params import ParamError
 
     before = run_stage(in_tmp_dir, raw)
     with pytest.raises(ParamError, match="binarization = 'fuzzy' is not allowed"):

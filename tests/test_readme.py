@@ -2,7 +2,7 @@
 
 import re
 
-from stages import params
+from latent.plumbing import params
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

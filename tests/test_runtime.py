@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from stages import runtime
+from latent.plumbing import runtime
 from tests.conftest import REPO, make_workspace, write_params
 
 

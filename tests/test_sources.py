@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import fetch, fetch_larochelle, sources
+from latent.data import sources
+from stages import fetch, fetch_larochelle
 from tests import fixtures
 
 

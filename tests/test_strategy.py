@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, sys.argv[1])
-    from stages import train
+    from latent.training import fit as train
     from tests.test_train import TRAIN_PARAMS, make_splits
     splits = make_splits()
     p = TRAIN_PARAMS

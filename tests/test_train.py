@@ -16,16 +16,20 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import backup, params, train, vae
-from stages.datasets import Split
-from stages.prepare import prepare
+from latent.data.binarization import prepare
+from latent.data.datasets import Split
+from latent.plumbing import params, pipeline
+from latent.records import backup, model_files
+from latent.training import batches, callbacks, optimizer
+from latent.training import fit as train
+from stages import train as train_stage
 from tests import fixtures
 from tests.conftest import REPO, TINY_PARAMS, chdir, make_workspace, write_params
 
 TRAIN_PARAMS = {
     key: value
     for key, value in {**yaml.safe_load((REPO / "params.yaml").read_text()), **TINY_PARAMS}.items()
-    if key in train.PARAMS
+    if key in pipeline.stage_params("train")
 }
 
 
@@ -87,7 +91,7 @@ def test_saved_model_is_the_best_epoch_also_with_ema(splits):
         if not ema:  # (the average lags: with ema the fixture is still improving at epoch 40)
             assert run.best_epoch < len(run.records), "the fixture should over-fit and stop early"
         restored = run.model.evaluate(
-            train.validation_batches(splits["valid"].images), verbose=0, return_dict=True
+            batches.validation_batches(splits["valid"].images), verbose=0, return_dict=True
         )
         # validation ran on the averaged weights, and those are the ones kept
         assert restored["elbo"] == pytest.approx(valid[run.best_epoch - 1], abs=1e-3)
@@ -96,13 +100,13 @@ def test_saved_model_is_the_best_epoch_also_with_ema(splits):
 def test_dynamic_binarization_draws_fresh_bits_every_epoch_keyed_by_the_epoch():
     dynamic = make_splits("dynamic")["train"]
     assert dynamic.encoding == "intensity" and dynamic.images.max() > 1
-    epochs = list(train.training_batches(dynamic, 50, 1, seed=0, epochs=2))
+    epochs = list(batches.training_batches(dynamic, 50, 1, seed=0, epochs=2))
     first, second = np.stack(epochs[:10]), np.stack(epochs[10:])
     assert set(np.unique(first)) == {0.0, 1.0}
     assert not np.array_equal(first, second)
     # the second epoch alone (a resumed run) is the same stream
     resumed = np.stack(
-        list(train.training_batches(dynamic, 50, 1, seed=0, epochs=2, initial_epoch=1))
+        list(batches.training_batches(dynamic, 50, 1, seed=0, epochs=2, initial_epoch=1))
     )
     assert np.array_equal(resumed, second)
     # a pixel of intensity v is on with probability v / 255
@@ -120,27 +124,27 @@ def test_iwae_objective_and_dreg_train(splits):
 
 def test_iwae_schedule_is_burda_et_als_scaled_to_the_epochs():
     config = dict(TRAIN_PARAMS, epochs=3280, learning_rate=1e-3, lr_schedule="iwae")
-    schedule = train.learning_rate(config, steps_per_epoch=1)
+    schedule = optimizer.learning_rate(config, steps_per_epoch=1)
     starts = np.cumsum([0] + [3**i for i in range(7)])  # first epoch of each stage
     for i, start in enumerate(starts):
         assert float(schedule(start)) == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-6)
         if start:
             assert float(schedule(start - 1)) == pytest.approx(1e-3 * 10 ** (-(i - 1) / 7))
-    half = train.learning_rate(dict(config, epochs=1640), steps_per_epoch=2)  # same steps
+    half = optimizer.learning_rate(dict(config, epochs=1640), steps_per_epoch=2)  # same steps
     assert [float(half(s)) for s in starts] == [float(schedule(s)) for s in starts]
-    cosine = train.learning_rate(dict(config, lr_schedule="cosine", epochs=10), 100)
+    cosine = optimizer.learning_rate(dict(config, lr_schedule="cosine", epochs=10), 100)
     assert float(cosine(0)) == pytest.approx(1e-3) and float(cosine(1000)) == pytest.approx(0)
-    assert train.learning_rate(dict(config, lr_schedule="constant"), 100) == 1e-3
+    assert optimizer.learning_rate(dict(config, lr_schedule="constant"), 100) == 1e-3
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
 def test_weight_decay_shrinks_every_kernel_by_lr_times_decay_not_biases(splits, weight_decay):
     config = dict(TRAIN_PARAMS, learning_rate=0.01, weight_decay=weight_decay)
     model = train.build_model(config, splits["train"], steps_per_epoch=1)
-    optimizer = train.make_optimizer(config, steps_per_epoch=1)
+    adam = optimizer.make_optimizer(config, steps_per_epoch=1)
     variables = model.trainable_variables
     before = [v.numpy() for v in variables]
-    optimizer.apply([np.zeros(v.shape, np.float32) for v in variables], variables)  # Adam moves 0
+    adam.apply([np.zeros(v.shape, np.float32) for v in variables], variables)  # Adam moves 0
     kernels = [v for v in variables if "kernel" in v.path]
     assert kernels and len(kernels) == len([v for v in variables if "bias" in v.path])
     for variable, value in zip(variables, before):
@@ -157,8 +161,8 @@ def test_batch_larger_than_the_training_set_is_rejected(splits):
 def test_nan_guard_stops_training_and_nothing_is_saved(tmp_path):
     workspace = make_workspace(tmp_path / "w", train=False, learning_rate=1e30)
     message = r"training diverged in epoch 1 .* nothing was saved"
-    with chdir(workspace), pytest.raises(train.TrainingDiverged, match=message):
-        train.main()
+    with chdir(workspace), pytest.raises(callbacks.TrainingDiverged, match=message):
+        train_stage.main()
     assert not (workspace / "models").exists() and not (workspace / "metrics").exists()
     staging = [p.name for p in workspace.iterdir() if p.name.endswith((".staging", ".old"))]
     assert staging == []
@@ -179,8 +183,12 @@ def test_stage_writes_loadable_networks_and_byte_stable_outputs(trained_workspac
     assert metrics["device"].startswith(("CPU: ", "GPU: ")) and metrics["epochs_run"] == 3
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
     # the .keras files load with plain Keras, without this repository's code
-    encoder = keras.saving.load_model(trained_workspace / "models" / vae.INFERENCE_NETWORK_FILE)
-    decoder = keras.saving.load_model(trained_workspace / "models" / vae.GENERATIVE_NETWORK_FILE)
+    encoder = keras.saving.load_model(
+        trained_workspace / "models" / model_files.INFERENCE_NETWORK_FILE
+    )
+    decoder = keras.saving.load_model(
+        trained_workspace / "models" / model_files.GENERATIVE_NETWORK_FILE
+    )
     loc, scale = encoder(np.zeros((1, 784), np.float32))
     assert loc.shape == (1, 2) and decoder(loc).shape == (1, 784)
     snapshots = np.load(trained_workspace / "models" / "posterior_snapshots.npz")
@@ -196,7 +204,7 @@ def test_bad_param_leaves_the_previous_model(tmp_path):
     before = {p: p.read_bytes() for p in (workspace / "models").iterdir()}
     write_params(workspace, epochs=1, latent_dim=0)
     with chdir(workspace), pytest.raises(params.ParamError, match="latent_dim = 0 is not allowed"):
-        train.main()
+        train_stage.main()
     assert {p: p.read_bytes() for p in (workspace / "models").iterdir()} == before
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages import vae
-from stages.datasets import binarize
+from latent.data.binarization import binarize
+from latent.model import vae
+from latent.records import model_files
 
 
 def softplus(a):
@@ -30,11 +31,11 @@ def binary_images(n, seed=0):
 def test_shapes_of_every_term():
     nets = networks(latent_dim=3, hidden=(16, 8))
     x = binary_images(5)
-    loc, scale = nets.inference(x)
+    loc, scale = nets.inference_network(x)
     assert loc.shape == scale.shape == (5, 3) and np.all(scale.numpy() > 0)
     z, log_q = vae.sample_and_log_prob(vae.approximate_posterior(nets, x), tf.zeros([4, 5, 3]))
     assert z.shape == (4, 5, 3) and log_q.shape == (4, 5)
-    assert vae.likelihood(nets.generative, z).log_prob(x).shape == (4, 5)
+    assert vae.likelihood(nets.generative_network, z).log_prob(x).shape == (4, 5)
     terms = vae.bounds_per_example(x, nets, tf.random.normal([4, 5, 3]))
     for name in ("expected_log_likelihood", "kl", "elbo", "iwae"):
         assert terms[name].shape == (5,), name
@@ -56,11 +57,11 @@ def test_elbo_and_iwae_match_a_hand_computation():
     x = binary_images(3, seed=1).astype(np.float64)
     eps = np.random.default_rng(2).standard_normal((5, 3, 2))
 
-    h, w = forward_numpy(nets.inference, x)
+    h, w = forward_numpy(nets.inference_network, x)
     loc = h @ w["loc"][0] + w["loc"][1]
     scale = softplus(h @ w["scale"][0] + w["scale"][1])
     z = loc + scale * eps  # (5, 3, 2)
-    g, wd = forward_numpy(nets.generative, z)
+    g, wd = forward_numpy(nets.generative_network, z)
     logits = g @ wd["logits"][0] + wd["logits"][1]  # (5, 3, 784)
     log_px_given_z = np.sum(x * logits - softplus(logits), axis=-1)  # Bernoulli, summed over pixels
     kl = np.sum(0.5 * (scale**2 + loc**2 - 1) - np.log(scale), axis=-1)
@@ -100,7 +101,7 @@ def test_iwae_bound_is_at_least_the_elbo_on_the_same_samples():
     eps = tf.random.stateless_normal([20, 50, 2], seed=[1, 2])
     terms = vae.bounds_per_example(x, nets, eps)
     z, log_q = vae.sample_and_log_prob(vae.approximate_posterior(nets, x), eps)
-    log_w, _ = vae.log_importance_weights(x, z, log_q, nets.generative)
+    log_w, _ = vae.log_importance_weights(x, z, log_q, nets.generative_network)
     mc_elbo = tf.reduce_mean(log_w, axis=0)  # the same samples, Monte Carlo KL
     assert np.all(terms["iwae"].numpy() >= mc_elbo.numpy() - 1e-4)  # Jensen, example by example
     assert terms["iwae"].numpy().mean() > terms["elbo"].numpy().mean()
@@ -144,7 +145,7 @@ def test_random_draws_are_fixed_by_the_seed():
 
 def gradients(nets, x, eps, estimator, kl_weight):
     """d(objective)/d(inference network weights) of the (annealed) IWAE bound, per estimator."""
-    encoder = nets.inference.trainable_weights
+    encoder = nets.inference_network.trainable_weights
     with tf.GradientTape() as tape:
         dreg = estimator == "dreg"
         terms = vae.bounds_per_example(x, nets, eps, kl_weight, q_parameters_fixed=dreg)
@@ -181,7 +182,7 @@ def test_dreg_has_the_same_bound_and_an_unbiased_gradient(kl_weight):
 
 
 def test_dreg_lowers_the_gradient_variance_on_a_trained_model(trained_workspace):
-    nets = vae.load_networks(trained_workspace / "models")
+    nets = model_files.load_networks(trained_workspace / "models")
     x = np.load(trained_workspace / "data/prepared/test_images.npy")[:4].astype(np.float32)
     reparameterized, dreg = (
         gradient_draws(nets, x, 10, estimator, 1.0, draws=100)
@@ -190,9 +191,3 @@ def test_dreg_lowers_the_gradient_variance_on_a_trained_model(trained_workspace)
     ratio = dreg.var(0).sum() / reparameterized.var(0).sum()  # total over the encoder's weights
     print(f"DReG / reparameterized variance of the encoder's gradient, k = 10: {ratio:.3f}")
     assert ratio < 0.5
-
-
-def test_flops_count():
-    counts = vae.flops_per_example(2, [256, 256])
-    assert counts["decoder"] == 2 * (2 * 256 + 256 * 256 + 256 * 784)
-    assert counts["forward"] == counts["encoder"] + counts["decoder"]

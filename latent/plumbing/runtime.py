@@ -22,8 +22,13 @@ def log(message: str) -> None:
     print(f"[{time.monotonic() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(): a StageError becomes one line on stderr and exit status 1.
+    """Run a stage's main(): a StageError becomes one line on stderr and exit status 1; Ctrl-C
+    (KeyboardInterrupt) the line "interrupted" and exit status 130. Either way the stage's
+    staged outputs have been removed on the way out (``StagedOutputs``).
 
     Any other exception is a bug and keeps its traceback.
     """
@@ -32,6 +37,13 @@ def run_stage(main: Callable[[], None]) -> None:
     except StageError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        exit_interrupted()
+
+
+def exit_interrupted() -> None:
+    print("interrupted", file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_STATUS)
 
 
 # TensorFlow's C++ start-up lines: absl writes them to stderr before logging is configured (so

@@ -4,17 +4,18 @@ After each epoch the state is written to ``.train-backup/<key>/`` (git- and DVC-
 stage output): the model and optimizer variables (Keras ``save_weights``, which includes Adam's
 moments, the step counter and the EMA slots), early stopping's best weights, best value and
 patience counter, the progress records, the posterior snapshots so far and the dvclive curves.
-The directory is written beside its final place and renamed into it, so a SIGKILL at any moment
-leaves either the previous epoch's state or this one's, never a mix. (Keras'
+The directory is written beside its final place and renamed into it (``atomic.replace``), so a
+SIGKILL at any moment leaves either the previous epoch's state or this one's, never a mix. (Keras'
 ``BackupAndRestore`` writes the weights and the epoch number as two files, one after the other,
-and does not keep early stopping's state.)
+and does not keep early stopping's state.) A state that cannot be read (a full disk, a damaged
+file) is discarded with a warning, and training starts from the beginning.
 
-``key`` hashes the train params, the source of every module of stages/ and the prepared splits,
-so a run with other params, code or data never resumes from another run's state. Because every
-random draw, the data order and the schedules are keyed by the optimizer step or the epoch
-number, a resumed run ends with bit-identical weights and metrics to an uninterrupted one on the
-same machine. The backup is removed when the stage completes; ``rm -r .train-backup`` discards
-any left behind.
+``key`` hashes the train params, the source of every module of the library and of stages/ (a
+superset of the code training runs) and the prepared splits, so a run with other params, code
+or data never resumes from another run's state. Because every random draw, the data order and
+the schedules are keyed by the optimizer step or the epoch number, a resumed run ends with
+bit-identical weights and metrics to an uninterrupted one on the same machine. The backup is
+removed when the stage completes; ``rm -r .train-backup`` discards any left behind.
 """
 
 from __future__ import annotations
@@ -28,22 +29,24 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages import atomic
-from stages.runtime import log
+from latent.plumbing.pipeline import ROOT, BadFile, reading
+from latent.plumbing.runtime import log
+from latent.records import atomic
 
 BACKUPS = Path(".train-backup")
 WEIGHTS = "model.weights.h5"  # model and optimizer variables
 ARRAYS = "arrays.npz"  # early stopping's best weights, posterior snapshots
 STATE = "state.json"  # epoch, early stopping's counters, progress records
 CURVES = "dvclive"
+CODE = ("latent/**/*.py", "stages/*.py")  # the code a run's key covers
 
 
 def run_key(config: dict, arrays: list[np.ndarray]) -> str:
-    """sha256 of the params, the source of every module of stages/ (whichever runs as
-    __main__ included) and the data, as 16 hex digits."""
+    """sha256 of the params, the source of the library and the stages and the data, as 16 hex
+    digits."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in sorted(p for pattern in CODE for p in ROOT.glob(pattern)):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
@@ -81,29 +84,46 @@ class TrainingBackup:
                 return path
         return None
 
+    def has_state(self) -> bool:
+        return self._saved() is not None
+
     def restore(self, model: keras.Model, live_dir: Path | None) -> Resumed | None:
-        """Load the saved model and optimizer variables and the curves, if a state was saved."""
+        """Load the saved model and optimizer variables and the curves, if a state was saved.
+
+        A state that cannot be read is discarded with a warning and None returned; the model's
+        variables may then have been partly overwritten: build it afresh.
+        """
         saved = self._saved()
         if saved is None:
             return None
-        model.load_weights(saved / WEIGHTS)
+        try:
+            return self._read(saved, model, live_dir)
+        except BadFile as e:
+            log(f"warning: {e}; discarding the training backup, training from the first epoch")
+            self.discard()
+            return None
+
+    def _read(self, saved: Path, model: keras.Model, live_dir: Path | None) -> Resumed:
+        with reading(saved / STATE, "JSON"):
+            state = json.loads((saved / STATE).read_text(encoding="utf-8"))
+            epoch, callbacks = int(state["epoch"]), state["callbacks"]
+        arrays = atomic.load_npz(saved / ARRAYS)
+        with reading(saved / WEIGHTS, "the model's saved weights"):
+            model.load_weights(saved / WEIGHTS)
         if live_dir is not None and (saved / CURVES).exists():
             shutil.copytree(saved / CURVES, live_dir, dirs_exist_ok=True)
-        state = json.loads((saved / STATE).read_text(encoding="utf-8"))
-        with np.load(saved / ARRAYS) as data:
-            arrays = {key: data[key] for key in data.files}
         states = {
             name: (
                 values,
                 {k.split(SEP, 1)[1]: a for k, a in arrays.items() if k.startswith(name + SEP)},
             )
-            for name, values in state["callbacks"].items()
+            for name, values in callbacks.items()
         }
-        return Resumed(state["epoch"], states)
+        return Resumed(epoch, states)
 
     def save(self, epoch: int, model: keras.Model, stateful: dict, live_dir: Path | None):
         """The state after ``epoch`` epochs, replacing the previous one all at once."""
-        final, staging, old = self.directory, _staging(self.directory), _old(self.directory)
+        staging = _staging(self.directory)
         atomic.remove(staging)
         staging.mkdir(parents=True)
         model.save_weights(staging / WEIGHTS)
@@ -116,11 +136,7 @@ class TrainingBackup:
         (staging / STATE).write_text(json.dumps(state), encoding="utf-8")
         if live_dir is not None and live_dir.exists():
             shutil.copytree(live_dir, staging / CURVES)
-        atomic.remove(old)
-        if final.exists():
-            final.rename(old)
-        staging.rename(final)
-        atomic.remove(old)
+        atomic.replace(staging, self.directory, _old(self.directory))
 
     def callback(self, resumed: Resumed | None, stateful: dict, live_dir: Path | None):
         return BackupCallback(self, resumed, stateful, live_dir)
@@ -149,12 +165,8 @@ class BackupCallback(keras.callbacks.Callback):
         self, backup: TrainingBackup, resumed: Resumed | None, stateful: dict, live_dir: Path | None
     ):
         super().__init__()
-        self.backup, self.resumed, self.stateful, self.live_dir = (
-            backup,
-            resumed,
-            stateful,
-            live_dir,
-        )
+        self.backup, self.resumed, self.stateful = backup, resumed, stateful
+        self.live_dir = live_dir
 
     def on_train_begin(self, logs=None):
         if self.resumed is not None:

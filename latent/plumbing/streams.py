@@ -6,12 +6,18 @@ counter)`` is ((purpose << 32) + seed, counter): the purpose sits above any seed
 2^32), the counter numbers the draws within the purpose (a step, an epoch and minibatch, a tile
 and block). The same params and seed therefore give the same draws, and changing one purpose's
 draws (say, the evaluation's k) never changes another's.
+
+Every stateless draw of the model's noise and the binarizations uses ALGORITHM (philox):
+TensorFlow's default stateless algorithm runs about 25 times slower under XLA on a CPU. The one
+exception is ``tfp_seed``'s draw of two integers, outside XLA, whose default algorithm is kept
+because the figures' draws follow from it.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+ALGORITHM = "philox"
 PURPOSES = {
     "static_binarization": 1,  # prepare: counter = the split's index
     "dynamic_binarization": 2,  # train: counter = epoch * 2^20 + minibatch
@@ -19,11 +25,12 @@ PURPOSES = {
     "training_noise": 4,  # train: counter = optimizer step * replicas + replica
     "validation_noise": 5,  # train: counter 0, the same every epoch
     "posterior_means": 6,  # snapshots and figures: the flow's Monte Carlo means
-    "importance_sampling": 7,  # evaluate: counter = tile * 2^20 + block
+    "importance_sampling": 7,  # evaluate, test split: counter = tile * 2^20 + block
     "gap_refinement": 8,  # inference_gap: counter = refinement step
     "gap_amortized": 9,  # inference_gap: importance sampling of q
     "gap_refined": 10,  # inference_gap: importance sampling of q*
     "figures": 11,  # figures: counter names the draw (TFP samplers, via tfp_seed)
+    "validation_importance_sampling": 12,  # evaluate, validation split: as importance_sampling
 }
 BLOCKS = 2**20  # counters that number (major, minor) pairs: major * BLOCKS + minor
 

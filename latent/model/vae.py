@@ -1,4 +1,5 @@
-"""The variational autoencoder of the seed post, in both of its languages.
+"""The variational autoencoder of Jaan Altosaar's post "What is a variational autoencoder?"
+(https://jaan.io/what-is-variational-autoencoder-vae-tutorial/), in both of its languages.
 
     probability model                                      neural-net language
     prior             p(z)   = N(0, I)                      -
@@ -20,7 +21,8 @@ The post's equations, each one function here:
 
 The inference and generative networks are plain Keras 3 models of Dense layers, so their .keras
 files load with ``keras.saving.load_model`` and nothing from this repository; the flow's networks
-need ``import stages.flow``. The distributions are TensorFlow Probability's (``tfd``, ``tfb``).
+need ``import latent.model.flow`` (``latent.records.model_files`` saves and loads them). The
+distributions are TensorFlow Probability's (``tfd``, ``tfb``).
 
 Every value named ``*_per_example`` or returned per example is in nats for each example (summed
 over pixels and latent dimensions); losses are batch means of those.
@@ -29,21 +31,17 @@ over pixels and latent dimensions); losses are batch means of those.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from stages import atomic, streams
-from stages.flow import PosteriorFlow
-from stages.runtime import StageError
+from latent.data.datasets import PIXELS
+from latent.model.flow import PosteriorFlow
+from latent.plumbing import streams
 
 tfd = tfp.distributions
-
-PIXELS = 784
-RNG_ALG = "philox"  # the default stateless algorithm is ~25x slower under XLA on CPU
 
 
 # --- the networks ---------------------------------------------------------------------------
@@ -54,13 +52,13 @@ class Networks:
     """The inference network (encoder), the generative network (decoder) and, for the flow
     posterior, the flow's networks (None for the mean-field Gaussian)."""
 
-    inference: keras.Model
-    generative: keras.Model
+    inference_network: keras.Model
+    generative_network: keras.Model
     flow: PosteriorFlow | None = None
 
     @property
     def latent_dim(self) -> int:
-        return int(self.generative.inputs[0].shape[-1])
+        return int(self.generative_network.inputs[0].shape[-1])
 
     @property
     def has_flow(self) -> bool:
@@ -119,41 +117,10 @@ def make_networks(
     weights do not depend on flow_steps."""
     iaf = posterior == "iaf"
     context_units = latent_dim if iaf else 0
-    inference = make_inference_network(latent_dim, hidden_units, activation, context_units)
-    generative = make_generative_network(latent_dim, hidden_units, activation, pixel_means)
+    inference_network = make_inference_network(latent_dim, hidden_units, activation, context_units)
+    generative_network = make_generative_network(latent_dim, hidden_units, activation, pixel_means)
     flow = PosteriorFlow(latent_dim, flow_steps, latent_dim, activation=activation) if iaf else None
-    return Networks(inference, generative, flow)
-
-
-INFERENCE_NETWORK_FILE = "inference_network.keras"
-GENERATIVE_NETWORK_FILE = "generative_network.keras"
-POSTERIOR_FLOW_FILE = "posterior_flow.keras"
-
-
-def save_networks(networks: Networks, directory) -> None:
-    """The .keras files of the networks, byte-stable (same weights, same bytes)."""
-    files = {
-        INFERENCE_NETWORK_FILE: networks.inference,
-        GENERATIVE_NETWORK_FILE: networks.generative,
-    }
-    if networks.flow is not None:
-        files[POSTERIOR_FLOW_FILE] = networks.flow
-    for name, network in files.items():
-        path = Path(directory) / name
-        network.save(path)
-        atomic.make_zip_reproducible(path)
-
-
-def load_networks(directory) -> Networks:
-    """The networks the train stage saved in ``directory`` (with the flow's, if it saved one)."""
-    directory = Path(directory)
-    paths = [directory / name for name in (INFERENCE_NETWORK_FILE, GENERATIVE_NETWORK_FILE)]
-    for path in paths:
-        if not path.exists():
-            raise StageError(f"{path} not found: run the train stage first")
-    flow_path = directory / POSTERIOR_FLOW_FILE
-    flow = keras.saving.load_model(flow_path, compile=False) if flow_path.exists() else None
-    return Networks(*(keras.saving.load_model(path, compile=False) for path in paths), flow)
+    return Networks(inference_network, generative_network, flow)
 
 
 # --- the distributions ----------------------------------------------------------------------
@@ -200,7 +167,7 @@ def posterior_from_parameters(loc, scale, context=None, flow: PosteriorFlow | No
 
 def approximate_posterior(networks: Networks, x):
     """q(z|x): the inference network computes its parameters from x (amortized inference)."""
-    return posterior_from_parameters(*networks.inference(x), flow=networks.flow)
+    return posterior_from_parameters(*networks.inference_network(x), flow=networks.flow)
 
 
 def sample_and_log_prob(q, eps):
@@ -229,30 +196,21 @@ def with_parameters_stopped(q):
 MEAN_SAMPLES = 64  # samples behind a Monte Carlo posterior mean (the flow)
 
 
-def posterior_means(q, eps):
-    """E_q[z|x] (N, L): exact for the Gaussian, else the mean of the samples that eps gives."""
-    try:
-        return q.mean()
-    except NotImplementedError:
-        return tf.reduce_mean(sample_and_log_prob(q, eps)[0], axis=0)
+def mean_samples(networks: Networks) -> int:
+    """How many samples ``posterior_means`` averages: 0 where the mean is exact (the Gaussian),
+    else MEAN_SAMPLES (the flow, whose mean has no closed form)."""
+    return MEAN_SAMPLES if networks.has_flow else 0
 
 
-def posterior_means_of(networks: Networks, images: np.ndarray, seed: int) -> np.ndarray:
-    """E_q[z|x] (N, L) of images (N, 784) in {0, 1}; a flow's from MEAN_SAMPLES draws of fixed
-    noise (key ``posterior_means`` of ``seed``)."""
+def posterior_means(networks: Networks, images: np.ndarray, seed: int) -> np.ndarray:
+    """E_q[z|x] (N, L) of images (N, 784) in {0, 1}: the Gaussian's loc, a flow's the mean of
+    MEAN_SAMPLES draws of fixed noise (key ``posterior_means`` of ``seed``)."""
     q = approximate_posterior(networks, tf.constant(images, tf.float32))
     if not networks.has_flow:
         return np.asarray(q.mean())
     shape = [MEAN_SAMPLES, len(images), networks.latent_dim]
     eps = standard_normal(shape, streams.key("posterior_means", seed))
-    return np.asarray(posterior_means(q, eps))
-
-
-def describe_posterior_means(networks: Networks) -> str:
-    """How ``posterior_means_of`` computes them, in words for figure titles."""
-    if not networks.has_flow:
-        return "means of q(z|x)"
-    return f"means of q(z|x) (Monte Carlo, {MEAN_SAMPLES} samples of the flow)"
+    return np.asarray(tf.reduce_mean(sample_and_log_prob(q, eps)[0], axis=0))
 
 
 # --- the bounds -----------------------------------------------------------------------------
@@ -308,7 +266,7 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
     z, log_q = sample_and_log_prob(q, eps)
     if q_parameters_fixed:
         log_q = with_parameters_stopped(q).log_prob(z)
-    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks.generative)
+    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks.generative_network)
     value, expected_log_likelihood, kl = elbo(log_px_given_z, log_weights, q)
     annealed = log_px_given_z + kl_weight * (log_weights - log_px_given_z)
     return {
@@ -344,7 +302,7 @@ def dreg_surrogates(log_weights, kl_weight=1.0):
 
 def standard_normal(shape, seed):
     """eps ~ N(0, I) from a stateless seed (2 integers): the same seed gives the same eps."""
-    return tf.random.stateless_normal(shape, seed=seed, alg=RNG_ALG)
+    return tf.random.stateless_normal(shape, seed=seed, alg=streams.ALGORITHM)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -374,8 +332,8 @@ class VariationalAutoencoder(keras.Model):
     ):
         super().__init__(**kwargs)
         self.networks = networks
-        self.inference_network = networks.inference
-        self.generative_network = networks.generative
+        self.inference_network = networks.inference_network  # attributes: Keras tracks the
+        self.generative_network = networks.generative_network  # networks' variables through them
         self.posterior_flow = networks.flow
         self.train_samples = int(train_samples)
         self.seed = int(seed)
@@ -432,10 +390,11 @@ class VariationalAutoencoder(keras.Model):
                 generative_loss = -tf.reduce_mean(generative) * scale
         if not dreg:
             return tape.gradient(loss, self.trainable_weights), self.trainable_weights, terms
-        encoder = self.inference_network.trainable_weights
-        decoder = self.generative_network.trainable_weights
-        gradients = tape.gradient(inference_loss, encoder) + tape.gradient(generative_loss, decoder)
-        return gradients, encoder + decoder, terms
+        inference_variables = self.inference_network.trainable_weights
+        generative_variables = self.generative_network.trainable_weights
+        gradients = tape.gradient(inference_loss, inference_variables)
+        gradients += tape.gradient(generative_loss, generative_variables)
+        return gradients, inference_variables + generative_variables, terms
 
     def _minibatch_step(self, x):
         step = tf.convert_to_tensor(self.optimizer.iterations)
@@ -461,13 +420,3 @@ class VariationalAutoencoder(keras.Model):
         eps = self._eps(x, streams.key("validation_noise", self.seed))
         self._track(bounds_per_example(x, self.networks, eps))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-
-def flops_per_example(latent_dim: int, hidden_units: list[int], samples: int = 1) -> dict:
-    """2 x multiply-adds of the matmuls: one encoder pass and ``samples`` decoder passes."""
-    widths = [PIXELS, *hidden_units]
-    encoder = sum(2 * a * b for a, b in zip(widths, widths[1:])) + 2 * 2 * widths[-1] * latent_dim
-    dec_widths = [latent_dim, *reversed(hidden_units), PIXELS]
-    decoder = sum(2 * a * b for a, b in zip(dec_widths, dec_widths[1:]))
-    forward = encoder + samples * decoder
-    return {"forward": forward, "train": 3 * forward, "decoder": decoder, "encoder": encoder}

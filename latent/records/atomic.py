@@ -9,7 +9,8 @@ describes them.
 
 Outputs are byte-stable: the same content gives the same bytes, so a re-run that reproduces the
 same weights reproduces the same hashes and DVC skips everything downstream. Zip archives (.keras,
-.npz) carry no dates (``make_zip_reproducible``, ``save_npz``).
+.npz) carry no dates (``make_zip_reproducible``, ``save_npz``); JSON is written one way
+(``write_json``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from latent.plumbing.pipeline import reading
 
 
 class StagedOutputs:
@@ -53,8 +56,8 @@ class StagedOutputs:
         return self._stage(final)
 
     def json(self, final: str | os.PathLike, data: dict) -> None:
-        """Stage ``data`` as pretty-printed JSON (stable key order, newline at the end)."""
-        self.file(final).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        """Stage ``data`` as JSON (``write_json``)."""
+        write_json(self.file(final), data)
 
     def __enter__(self) -> StagedOutputs:
         return self
@@ -68,12 +71,23 @@ class StagedOutputs:
             if not staging.exists():
                 raise FileNotFoundError(f"staged output {staging} was never written")
         for staging, final in self._staged:
-            old = final.parent / f".{final.name}.old"
-            remove(old)
-            if final.exists() or final.is_symlink():
-                os.replace(final, old)
-            os.replace(staging, final)
-            remove(old)
+            replace(staging, final, final.parent / f".{final.name}.old")
+
+
+def replace(staging: Path, final: Path, old: Path) -> None:
+    """Put ``staging`` (a file or directory) where ``final`` is: the previous ``final`` is renamed
+    to ``old`` first and removed last, so a kill at any moment leaves ``final`` or ``old``
+    complete."""
+    remove(old)
+    if final.exists() or final.is_symlink():
+        os.replace(final, old)
+    os.replace(staging, final)
+    remove(old)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as pretty-printed JSON (key order kept, newline at the end)."""
+    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def remove(path: Path) -> None:
@@ -137,3 +151,9 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
         members.append((f"{name}.npy", buffer.getvalue(), zipfile.ZIP_STORED))
     _write_zip(Path(path), members)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, read at once (no pickles), or the one-line error."""
+    with reading(path, "a NumPy .npz archive"), np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

@@ -18,7 +18,8 @@ between them.
 
 ``tfb.AutoregressiveNetwork`` is a Keras 2 (tf_keras) layer and cannot live in a Keras 3 model,
 hence ``MaskedDense`` and ``Made`` here. This is the one module a saved flow needs:
-``import stages.flow`` registers the layers, then ``keras.saving.load_model`` reads the file.
+``import latent.model.flow`` registers the layers, then ``keras.saving.load_model`` reads the
+file; ``flow.bijector(context)`` is then the flow for a batch of contexts.
 """
 
 from __future__ import annotations
@@ -180,11 +181,6 @@ class PosteriorFlow(keras.Model):
                 chain.append(reverse)
             chain.append(AutoregressiveStep(made, context, name=f"iaf_step_{t}"))
         return tfb.Chain(chain[::-1], name="posterior_flow")  # Chain applies the last one first
-
-    def call(self, z, context):
-        """(z_T, log |det dz_T/dz_0|) for z_0: the flow and its log-determinant."""
-        bijector = self.bijector(context)
-        return bijector.forward(z), bijector.forward_log_det_jacobian(z, event_ndims=1)
 
     def get_config(self):
         return {

@@ -1,0 +1,1 @@
+"""Where MNIST comes from (verified downloads), its files, and its binarizations."""

@@ -1,0 +1,67 @@
+"""The trained networks on disk: models/, written by the train stage, read by every later stage.
+
+  models/inference_network.keras    encoder: x -> [loc, scale] (and the flow's context h) of q(z|x)
+  models/generative_network.keras   decoder: z -> Bernoulli logits of p(x|z)
+  models/posterior_flow.keras       the flow's networks (posterior: iaf only)
+  models/posterior_snapshots.npz    training's posterior snapshots (``history``)
+
+The inference and generative networks are plain Keras 3 models that load with
+``keras.saving.load_model`` alone; the flow's need ``import latent.model.flow`` first. Saved
+byte-stable (same weights, same bytes); a file that is missing or damaged is the one-line error
+naming it and how to restore it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import keras
+
+from latent.model import flow as _flow  # noqa: F401  registers the flow's layers for loading
+from latent.model.vae import Networks
+from latent.plumbing.pipeline import bad_file, reading
+from latent.records import atomic
+
+MODELS = Path("models")
+INFERENCE_NETWORK_FILE = "inference_network.keras"
+GENERATIVE_NETWORK_FILE = "generative_network.keras"
+POSTERIOR_FLOW_FILE = "posterior_flow.keras"
+
+
+def save_networks(networks: Networks, directory: Path) -> None:
+    """The .keras files of the networks, byte-stable (same weights, same bytes)."""
+    files = {
+        INFERENCE_NETWORK_FILE: networks.inference_network,
+        GENERATIVE_NETWORK_FILE: networks.generative_network,
+    }
+    if networks.flow is not None:
+        files[POSTERIOR_FLOW_FILE] = networks.flow
+    for name, network in files.items():
+        path = Path(directory) / name
+        network.save(path)
+        atomic.make_zip_reproducible(path)
+
+
+def load_network(path: Path) -> keras.Model:
+    """One saved network, or the one-line error (Keras itself says "File not found" for a
+    file that is there but is no zip archive)."""
+    if not path.exists():
+        raise bad_file(path, "not found")
+    if not zipfile.is_zipfile(path):
+        raise bad_file(path, "not a .keras (zip) archive: truncated or corrupt")
+    with reading(path, "a loadable .keras model"):
+        return keras.saving.load_model(path, compile=False)
+
+
+def load_networks(directory: Path = MODELS) -> Networks:
+    """The networks the train stage saved in ``directory`` (with the flow's, if it saved one)."""
+    directory = Path(directory)
+    inference = load_network(directory / INFERENCE_NETWORK_FILE)
+    generative = load_network(directory / GENERATIVE_NETWORK_FILE)
+    flow_path = directory / POSTERIOR_FLOW_FILE
+    flow = load_network(flow_path) if flow_path.exists() else None
+    networks = Networks(inference, generative, flow)
+    if int(inference.outputs[0].shape[-1]) != networks.latent_dim:
+        raise bad_file(directory, "the inference and generative networks' latent sizes differ")
+    return networks

@@ -1,0 +1,1 @@
+"""Training the VAE: input pipelines, callbacks, the optimizer and the fit that joins them."""
