@@ -7,10 +7,13 @@ repository back when it is done, so that each test also passes alone.
 """
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,3 +258,38 @@ def test_metrics_params_and_plots_diff_between_branches_in_a_fresh_clone(repo, t
     plots = dvc(clone, "plots", "diff", "A", "B", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "posterior.png" in html and "ELBO per epoch" in html, plots.stdout
+
+
+def test_a_killed_temporary_experiment_resumes_from_its_backup_when_run_again(repo):
+    """Queued and --temp experiments run in a copy under .dvc/tmp/exps/ that DVC deletes; the
+    training backup lives in the parent repository ($DVC_ROOT), so running the same experiment
+    again resumes it. (--temp runs in the foreground with the queue's executor.)"""
+    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-S", "epochs=150"]
+    command += ["-S", "patience=150", "-S", "hidden_units=[256,256]"]
+    process = subprocess.Popen(
+        command,
+        cwd=repo.path,
+        env=repo.env,
+        start_new_session=True,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 300
+    while not list((repo / ".train-backup").glob("*/state.json")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)  # the machine restarts, say
+    process.wait()
+    again = run(repo, *command)
+    output = again.stdout + again.stderr
+    assert re.search(r"resuming from epoch [1-9]\d* \(backup \S*\.train-backup/", output), output
+    assert not list((repo / ".train-backup").iterdir())  # removed once training completed
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    runs = [  # the killed run is listed too, without metrics
+        e["revs"][0].get("data", {}).get("metrics", {}).get("metrics/train.json", {}).get("data")
+        for commit in shown
+        for e in (commit.get("experiments") or [])
+    ]
+    (finished,) = [run for run in runs if run and run["epochs_run"] == 150]
+    assert finished["resumed_from_epoch"] >= 1

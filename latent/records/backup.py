@@ -1,7 +1,7 @@
 """Training that survives being killed: the train stage's state after every epoch, and resuming.
 
 After each epoch the state is written to ``.train-backup/<key>/`` (git- and DVC-ignored, not a
-stage output): the model and optimizer variables (Keras ``save_weights``, which includes Adam's
+stage output) in the root of the repository the run belongs to (``backups``): the model and optimizer variables (Keras ``save_weights``, which includes Adam's
 moments, the step counter and the EMA slots), early stopping's best weights, best value and
 patience counter, the progress records, the posterior snapshots so far and the dvclive curves.
 The directory is written beside its final place and renamed into it (``atomic.replace``), so a
@@ -16,12 +16,18 @@ or data never resumes from another run's state. Because every random draw, the d
 the schedules are keyed by the optimizer step or the epoch number, a resumed run ends with
 bit-identical weights and metrics to an uninterrupted one on the same machine. The backup is
 removed when the stage completes; ``rm -r .train-backup`` discards any left behind.
+
+A queued experiment (``dvc exp run --queue``) or a ``--temp`` one runs in a temporary copy of the
+repository under .dvc/tmp/exps/, which DVC deletes when the run ends, fails or is killed; DVC
+gives its stage commands $DVC_ROOT, the parent repository's root, and the backup lives there, so
+that the same experiment queued again resumes where the killed one stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +39,19 @@ from latent.plumbing.pipeline import ROOT, BadFile, reading
 from latent.plumbing.runtime import log
 from latent.records import atomic
 
-BACKUPS = Path(".train-backup")
+BACKUPS = Path(".train-backup")  # in the repository's root
 WEIGHTS = "model.weights.h5"  # model and optimizer variables
 ARRAYS = "arrays.npz"  # early stopping's best weights, posterior snapshots
 STATE = "state.json"  # epoch, early stopping's counters, progress records
 CURVES = "dvclive"
 CODE = ("latent/**/*.py", "stages/*.py")  # the code a run's key covers
+
+
+def backups() -> Path:
+    """The backups' directory: in $DVC_ROOT, the root of the repository a DVC stage command runs
+    for (a temporary copy's parent repository for queued and --temp experiments), else in the
+    working directory."""
+    return Path(os.environ.get("DVC_ROOT", ".")) / BACKUPS
 
 
 def run_key(config: dict, arrays: list[np.ndarray]) -> str:
@@ -74,7 +87,7 @@ class TrainingBackup:
     def for_run(cls, config: dict, *splits) -> TrainingBackup:
         """The backup of a run with these train params on these splits (and this code)."""
         arrays = [a for split in splits for a in (split.images, split.labels)]
-        return cls(BACKUPS / run_key(config, arrays))
+        return cls(backups() / run_key(config, arrays))
 
     def _saved(self) -> Path | None:
         """The directory holding the last complete state (the previous one if a kill fell
