@@ -1,8 +1,9 @@
 """The stages of the VAE pipeline, one module per DVC stage and nothing else.
 
-fetch, fetch_larochelle, prepare, train, evaluate, inference_gap, figures: each has a ``main()``
-that reads its params (the ones dvc.yaml lists for it), calls the library (``latent``) and writes
-its outputs, and runs as ``python -m stages.<name>``. No stage imports another.
+fetch, fetch_larochelle, prepare, train, evaluate, inference_gap, ais, figures, explorer: each has
+a ``main()`` that reads its params (the ones dvc.yaml lists for it), calls the library
+(``latent``) and writes its outputs, and runs as ``python -m stages.<name>``. No stage imports
+another.
 """
 
 import sys

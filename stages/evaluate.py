@@ -8,6 +8,10 @@ networks from models/ (not the training code's objects) and the prepared splits.
                           (nats per example, means over the split)
   With a flow posterior the KL (and so the ELBO) is a Monte Carlo estimate over the k samples.
   metrics/per_digit.csv   mean log p(x), ELBO and KL of the test digits, by label
+  metrics/kl_per_dimension.csv   by latent dimension, the largest KL first: the variance of its
+                          posterior mean over the test images, whether it is an active unit, and
+                          (Gaussian q) its mean KL(q(z_u|x) || N(0, 1))
+  evaluate.json also counts the active units (``latent.estimators.active_units``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from latent.data.datasets import load_split, per_digit_means
+from latent.estimators import active_units
 from latent.estimators.importance_sampling import ImportanceSampler
 from latent.plumbing import devices, params
 from latent.plumbing.runtime import log, run_stage
@@ -28,6 +33,7 @@ from latent.records.atomic import StagedOutputs
 
 METRICS = Path("metrics/evaluate.json")
 PER_DIGIT = Path("metrics/per_digit.csv")
+KL_PER_DIMENSION = Path("metrics/kl_per_dimension.csv")
 # split -> (the param that is its k, the random stream it draws from)
 SPLITS = {
     "test": ("eval_samples", "importance_sampling"),
@@ -84,6 +90,10 @@ def main() -> None:
         )
         if name == "test":
             per_digit = per_digit_table(split.labels, values)
+            dimensions = active_units.per_dimension(networks, split.images, config["seed"])
+    metrics["active_units"] = int(dimensions["active"].sum())
+    metrics["active_unit_threshold"] = active_units.ACTIVITY_THRESHOLD
+    log(f"{metrics['active_units']} of {len(dimensions)} latent units active")
     metrics["eval_samples"] = config["eval_samples"]
     metrics["valid_eval_samples"] = config["valid_eval_samples"]
     metrics["seconds"] = round(time.perf_counter() - start, 1)
@@ -91,7 +101,8 @@ def main() -> None:
     with StagedOutputs() as out:
         out.json(METRICS, metrics)
         per_digit.to_csv(out.file(PER_DIGIT), index=False)
-    log(f"wrote {METRICS} and {PER_DIGIT}")
+        dimensions.to_csv(out.file(KL_PER_DIMENSION), index=False)
+    log(f"wrote {METRICS}, {PER_DIGIT} and {KL_PER_DIMENSION}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ Reads models/ and the prepared test split. Writes
   metrics/inference_gap.json            the means over the images (nats per example)
   metrics/inference_gap_per_digit.csv   the same by digit
   metrics/inference_gap_curve.csv       the mean ELBO of the refined q* during refinement
+  metrics/inference_gap_per_image.csv   per image: log p(x), ELBO[q], ELBO[q*] and the exact
+                                         log p(x) where quadrature gave one (git-tracked like
+                                         the metrics; the ais stage reads it)
   figures/inference_gap.png             per digit, the two gaps as stacked bars
   figures/true_posterior.png            latent_dim 2: the exact posterior p(z|x) on a grid for 6
                                          test digits, with the contours of q and q* (other latent
@@ -39,6 +42,7 @@ from latent.records.atomic import StagedOutputs
 METRICS = Path("metrics/inference_gap.json")
 PER_DIGIT = Path("metrics/inference_gap_per_digit.csv")
 CURVE = Path("metrics/inference_gap_curve.csv")
+PER_IMAGE = Path("metrics/inference_gap_per_image.csv")
 GAP_FIGURE = Path("figures/inference_gap.png")
 POSTERIOR_FIGURE = Path("figures/true_posterior.png")
 QUADRATURE_EXAMPLES = 200  # latent_dim 2: log p(x) by quadrature for this many images
@@ -56,8 +60,9 @@ def refined_gaps(config, networks, images, labels):
     return measured, refined, curve
 
 
-def exact_posterior_check(networks, refined, images, gaps) -> tuple[dict, object]:
-    """latent_dim 2: (quadrature metrics, the exact-posterior figure) of the first images."""
+def exact_posterior_check(networks, refined, images, gaps):
+    """latent_dim 2: (quadrature metrics, the exact-posterior figure, the exact log p(x)) of
+    the first images."""
     count = min(QUADRATURE_EXAMPLES, len(images))
     boxes = [refined.box(i) for i in range(count)]
     grids = grid_posteriors(networks.generative_network, images[:count], boxes)
@@ -71,15 +76,14 @@ def exact_posterior_check(networks, refined, images, gaps) -> tuple[dict, object
     )
     chosen = inference_gaps.chosen_examples(gaps, exact)
     figure = gap_figures.true_posterior_figure(networks, refined, images, gaps, grids, chosen)
-    return metrics, figure
+    return metrics, figure, exact
 
 
 def main() -> None:
     config = params.load("inference_gap")
     networks = model_files.load_networks()
-    test = load_split("test")
-    count = min(config["gap_examples"], len(test.images))
-    images, labels = test.images[:count].astype(np.float32), test.labels[:count]
+    images, labels = load_split("test").first(config["gap_examples"])
+    count = len(images)
     start = time.perf_counter()
     family = "IAF" if networks.has_flow else "Gaussian"
     log(f"{count} test images, {family} posterior: refining q* for {config['gap_steps']} steps")
@@ -93,10 +97,11 @@ def main() -> None:
         "ELBO[q*] below ELBO[q] by more than 3 standard errors"
     )
     if networks.latent_dim == 2:
-        quadrature, posterior_figure = exact_posterior_check(networks, refined, images, gaps)
+        quadrature, posterior_figure, exact = exact_posterior_check(networks, refined, images, gaps)
         metrics.update(quadrature)
     else:
         posterior_figure = gap_figures.no_true_posterior_figure(networks.latent_dim)
+        exact = None
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     metrics["device"] = devices.describe()
     per_digit = gaps.per_digit()
@@ -104,10 +109,11 @@ def main() -> None:
         out.json(METRICS, metrics)
         per_digit.to_csv(out.file(PER_DIGIT), index=False)
         curve.to_csv(out.file(CURVE), index=False)
+        gaps.per_image(exact).to_csv(out.file(PER_IMAGE), index=False)
         how = f"{family} posterior, {count} test images"
         save_png(gap_figures.gap_figure(per_digit, how), out.file(GAP_FIGURE))
         save_png(posterior_figure, out.file(POSTERIOR_FIGURE))
-    log(f"wrote {METRICS}, {PER_DIGIT}, {CURVE}, {GAP_FIGURE}, {POSTERIOR_FIGURE}")
+    log(f"wrote {METRICS}, {PER_DIGIT}, {CURVE}, {PER_IMAGE}, {GAP_FIGURE}, {POSTERIOR_FIGURE}")
 
 
 if __name__ == "__main__":

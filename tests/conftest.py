@@ -9,6 +9,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tests.linear_gaussian import linear_gaussian  # noqa: E402, F401  (a fixture)
+
 
 @pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch):
@@ -30,6 +32,10 @@ TINY_PARAMS = {
     "gap_examples": 20,
     "gap_steps": 50,
     "gap_samples": 200,
+    "ais_examples": 10,
+    "ais_steps": [2, 10],
+    "ais_chains": 4,
+    "bdmc_examples": 4,
 }
 
 

@@ -146,7 +146,10 @@ def test_evaluate_stage_writes_documented_finite_metrics(trained_workspace, tmp_
         for split in ("test", "valid")
         for name in ("elbo", "log_px", "nll", "kl", "expected_log_likelihood")
     }
-    assert set(metrics) == keys | {"eval_samples", "valid_eval_samples", "seconds", "device"}
+    others = {"eval_samples", "valid_eval_samples", "seconds", "device"}
+    others |= {"active_units", "active_unit_threshold"}
+    assert set(metrics) == keys | others
+    assert 0 <= metrics["active_units"] <= 2
     assert all(math.isfinite(metrics[key]) for key in keys)
     assert metrics["eval_samples"] == 50 and metrics["valid_eval_samples"] == 20
     assert (
@@ -155,3 +158,23 @@ def test_evaluate_stage_writes_documented_finite_metrics(trained_workspace, tmp_
     )
     assert per_digit[0] == "digit,examples,log_px,elbo,kl" and len(per_digit) == 11
     assert sum(int(row.split(",")[1]) for row in per_digit[1:]) == 100
+
+
+def test_a_unit_whose_encoder_output_ignores_x_is_inactive_and_kl_sums_to_the_elbos(
+    trained_workspace,
+):
+    from latent.estimators import active_units
+
+    networks = model_files.load_networks(trained_workspace / "models")
+    images = np.load(trained_workspace / "data/prepared/test_images.npy").astype(np.float32)
+    before = active_units.per_dimension(networks, images, seed=0)
+    assert before["active"].all()  # the fixture model uses both of its units
+    kernel, bias = networks.inference_network.get_layer("loc").get_weights()
+    kernel[:, 1] = 0  # the second unit's posterior mean no longer depends on x
+    networks.inference_network.get_layer("loc").set_weights([kernel, bias])
+    after = active_units.per_dimension(networks, images, seed=0).set_index("dimension")
+    assert not after.loc[2, "active"] and after.loc[1, "active"]
+    assert after.loc[2, "posterior_mean_variance"] == 0
+    q = vae.approximate_posterior(networks, tf.constant(images))
+    total = float(tf.reduce_mean(vae.analytic_kl(q)))
+    assert after["kl"].sum() == pytest.approx(total, rel=1e-4)

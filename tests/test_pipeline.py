@@ -25,8 +25,18 @@ from tests.conftest import REPO, TINY_PARAMS, git_repository_env
 
 pytestmark = pytest.mark.pipeline
 
-STAGES = {"fetch", "fetch_larochelle", "prepare", "train", "evaluate", "inference_gap", "figures"}
-AFTER_TRAIN = ["evaluate", "figures", "inference_gap", "train"]
+STAGES = {
+    "fetch",
+    "fetch_larochelle",
+    "prepare",
+    "train",
+    "evaluate",
+    "inference_gap",
+    "figures",
+    "explorer",
+    "ais",
+}
+AFTER_TRAIN = ["ais", "evaluate", "explorer", "figures", "inference_gap", "train"]
 GENERATED = ("dvc.lock", "metrics", "figures", "dvclive", "models", "data")
 
 
@@ -168,10 +178,16 @@ def test_changing_binarization_reruns_prepare_and_after_but_not_fetch(repo):
 
 
 @pytest.mark.parametrize(
-    "override, stage", [("eval_samples=60", "evaluate"), ("gap_steps=20", "inference_gap")]
+    "override, stages",
+    [
+        ("eval_samples=60", ["ais", "evaluate"]),  # ais compares with importance sampling's k
+        ("gap_steps=20", ["ais", "inference_gap"]),  # and reads the gaps' per-image estimates
+        ("explorer_points=50", ["explorer"]),
+        ("ais_steps=[3,9]", ["ais"]),
+    ],
 )
-def test_an_evaluation_param_reruns_only_its_stage(repo, override, stage):
-    assert stages_run(dvc(repo, "exp", "run", "-S", override)) == [stage]
+def test_an_evaluation_param_reruns_only_its_stage_and_what_reads_it(repo, override, stages):
+    assert sorted(stages_run(dvc(repo, "exp", "run", "-S", override))) == stages
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,12 @@ CHROMIUM_FLAGS = [
 ]
 CSP = "default-src file: data: blob: 'unsafe-inline' 'unsafe-eval'"
 
-# Runs first in <head>: records errors and blocked requests, wraps vegaEmbed to wait for every
-# plot, and after the load event writes its findings as JSON into <script id="probe-result">.
-PROBE = """
-(function () {
-  var probe = {errors: [], requests: [], embeds: 0, plots: {}};
-  var pending = [];
+# The start of every probe (run first in <head>): ``probe`` collects errors (console.error,
+# uncaught ones, unhandled rejections, failed loads) and blocked requests; ``writeProbe()`` adds
+# every request for other than a file:, data: or blob: URL and writes ``probe`` as JSON into
+# <script id="probe-result">, for --dump-dom.
+PROBE_START = """
+  var probe = {errors: [], requests: []};
   function text(value) { return value && value.stack ? String(value.stack) : String(value); }
   var consoleError = console.error;
   console.error = function () {
@@ -73,6 +73,27 @@ PROBE = """
   document.addEventListener("securitypolicyviolation", function (event) {
     probe.requests.push(event.blockedURI);
   });
+  function writeProbe() {
+    performance.getEntriesByType("resource").forEach(function (entry) {
+      if (!/^(file|data|blob):/i.test(entry.name)) probe.requests.push(entry.name);
+    });
+    var node = document.createElement("script");
+    node.type = "application/json";
+    node.id = "probe-result";
+    node.textContent = JSON.stringify(probe).replace(/</g, "\\\\u003c");
+    document.body.appendChild(node);
+  }
+"""
+
+# The plots pages' probe: wraps vegaEmbed to wait for every plot, and after the load event
+# reports each plot's drawn marks and loaded images.
+PROBE = (
+    "(function () {"
+    + PROBE_START
+    + """
+  probe.embeds = 0;
+  probe.plots = {};
+  var pending = [];
   var embed;
   Object.defineProperty(window, "vegaEmbed", {
     configurable: true,
@@ -100,20 +121,14 @@ PROBE = """
         })
       };
     });
-    performance.getEntriesByType("resource").forEach(function (entry) {
-      if (!/^(file|data|blob):/i.test(entry.name)) probe.requests.push(entry.name);
-    });
-    var node = document.createElement("script");
-    node.type = "application/json";
-    node.id = "probe-result";
-    node.textContent = JSON.stringify(probe).replace(/</g, "\\\\u003c");
-    document.body.appendChild(node);
+    writeProbe();
   }
   window.addEventListener("load", function () {
     Promise.all(pending).then(function () { setTimeout(report, 0); });
   });
 })();
 """
+)
 
 
 def run(command: list, cwd: Path, env: dict | None = None, timeout: int = 120) -> str:
@@ -201,24 +216,30 @@ def declared_plots(repo: Path) -> dict[str, str]:
     return plots
 
 
-def open_offline(chromium: str, page: Path, screenshot: Path) -> dict:
-    """Open a probed copy of ``page`` in Chromium with no network; the probe's findings."""
+def open_offline(
+    chromium: str, page: Path, screenshot: Path, probe: str = PROBE, window_size: str = ""
+) -> dict:
+    """Open a copy of ``page`` in Chromium with no network, ``probe`` (a script that ends by
+    calling ``writeProbe()``) run first in it; the probe's findings. ``window_size`` ("W,H")
+    replaces CHROMIUM_FLAGS' own."""
     html = page.read_text(encoding="utf-8")
     probed = page.with_name("probed.html")
     head = (
         f'<head>\n<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        f"<script>{PROBE}</script>"
+        f"<script>{probe}</script>"
     )
     probed.write_text(html.replace("<head>", head, 1), encoding="utf-8")
+    flags = [f for f in CHROMIUM_FLAGS if not (window_size and f.startswith("--window-size="))]
     command = [
         chromium,
-        *CHROMIUM_FLAGS,
+        *flags,
+        *([f"--window-size={window_size}"] if window_size else []),
         f"--user-data-dir={page.parent / 'chromium-profile'}",
         f"--screenshot={screenshot}",
         "--dump-dom",
         probed.as_uri(),
     ]
-    dom = run(command, page.parent, timeout=60)
+    dom = run(command, page.parent, timeout=120)
     found = re.search(r'<script type="application/json" id="probe-result">(.*?)</script>', dom)
     assert found, f"the probe did not report; is the page broken?\n{dom[-2000:]}"
     return json.loads(found.group(1))

@@ -66,3 +66,21 @@ def test_a_row_from_an_experiment_older_than_weight_decay_says_none_and_renders(
     assert row["weight_decay"] == 0
     assert "| older | " in results.results_block([row])
     assert "weight decay" not in results.training_words(row)
+
+
+def test_rows_that_differ_only_in_seed_are_one_line_with_mean_and_sd():
+    import yaml
+
+    results = results_tool()
+    values = yaml.safe_load((REPO / "params.yaml").read_text())
+    metrics = {"metrics/evaluate.json": {"test_log_px": -85.0, "test_elbo": -90.0}}
+    rows = [results.row_from(dict(values, seed=s), metrics, f"run-s{s}", "c") for s in (0, 1, 2)]
+    for row, log_px in zip(rows, (-85.0, -86.0, -87.0)):
+        row["test_log_px"] = log_px
+    other = results.row_from(dict(values, seed=0, latent_dim=3), metrics, "other", "c")
+    block = results.results_block(rows + [other]).splitlines()
+    assert len(block) == 2 + 2  # header, rule, the three seeds as one line, the other row
+    assert block[2].startswith("| run | ") and "| 0, 1, 2 |" in block[2]
+    assert "| −86.00 ± 1.00 (3) |" in block[2] and "| −90.00 ± 0.00 (3) |" in block[2]
+    assert block[3].startswith("| other | ") and "| −85.00 |" in block[3]
+    assert len(results.reproduce_block(rows).splitlines()) == 2 + 3  # every seed's command

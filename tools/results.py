@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +48,11 @@ COLUMNS = [
     "k",
     "approximation_gap",
     "amortization_gap",
+    "active_units",
+    "ais_examples",
+    "ais_steps",
+    "ais_log_px",
+    "ais_minus_is",
     "train_minutes",
     "evaluate_minutes",
     "device",
@@ -70,6 +77,7 @@ def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
     train = metrics.get("metrics/train.json", {})
     evaluate = metrics.get("metrics/evaluate.json", {})
     gap = metrics.get("metrics/inference_gap.json", {})
+    ais = metrics.get("metrics/ais.json", {})
     return {
         "name": name,
         **{key: param_value(params, key) for key in PARAM_COLUMNS},
@@ -85,6 +93,11 @@ def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
         "k": evaluate.get("eval_samples", ""),
         "approximation_gap": gap.get("approximation_gap", ""),
         "amortization_gap": gap.get("amortization_gap", ""),
+        "active_units": evaluate.get("active_units", ""),
+        "ais_examples": ais.get("examples", ""),
+        "ais_steps": ais.get("steps", ""),
+        "ais_log_px": ais.get("ais_log_px", ""),
+        "ais_minus_is": ais.get("ais_minus_is", ""),
         "train_minutes": round(train["seconds_total"] / 60, 1) if "seconds_total" in train else "",
         "evaluate_minutes": round(evaluate["seconds"] / 60, 1) if "seconds" in evaluate else "",
         "device": train.get("device", ""),
@@ -111,7 +124,12 @@ def from_experiment(exp: str, rev: str | None) -> tuple[dict, dict]:
 def from_workspace() -> tuple[dict, dict]:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     metrics = {}
-    for path in ("metrics/train.json", "metrics/evaluate.json", "metrics/inference_gap.json"):
+    for path in (
+        "metrics/train.json",
+        "metrics/evaluate.json",
+        "metrics/inference_gap.json",
+        "metrics/ais.json",
+    ):
         if (REPO / path).exists():
             metrics[path] = json.loads((REPO / path).read_text())
     return params, metrics
@@ -121,7 +139,8 @@ def read_rows() -> list[dict]:
     if not RESULTS.exists():
         return []
     with open(RESULTS, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        # a row from before a column was added has it empty (not measured then)
+        return [{c: row.get(c) or "" for c in COLUMNS} for row in csv.DictReader(f)]
 
 
 def write_rows(rows: list[dict]) -> None:
@@ -155,19 +174,71 @@ def number(value, digits=2, sign=True) -> str:
     return text.replace("-", "−") if sign else text
 
 
+def seed_groups(rows: list[dict]) -> list[list[dict]]:
+    """The rows that differ only in seed (and in what was measured), in order of appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = tuple(str(row[c]) for c in PARAM_COLUMNS if c != "seed") + (str(row["k"]),)
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
+
+
+def group_name(group: list[dict]) -> str:
+    """The rows' name without its seed suffix (``-s1``) where they share one."""
+    names = {re.sub(r"-s\d+$", "", row["name"]) for row in group}
+    return names.pop() if len(names) == 1 else " / ".join(row["name"] for row in group)
+
+
+def spread(group: list[dict], column: str, digits: int = 2) -> str:
+    """One row's value, or mean ± sample standard deviation (n) over the seeds."""
+    values = [float(row[column]) for row in group if row[column] != ""]
+    if len(values) <= 1:
+        return number(values[0] if values else "", digits)
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    return f"{number(mean, digits)} ± {sd:.{digits}f} ({len(values)})"
+
+
+def ais_words(group: list[dict]) -> str:
+    """AIS log p(x) minus IS log p(x) on the same test images, with how many and the steps."""
+    measured = [row for row in group if row["ais_minus_is"] != ""]
+    if not measured:
+        return "–"
+    sizes = sorted({(row["ais_examples"], row["ais_steps"]) for row in measured})
+    where = "; ".join(f"{n} images, {t} steps" for n, t in sizes)
+    difference = spread(measured, "ais_minus_is")
+    return f"{'' if difference.startswith('−') else '+'}{difference} ({where})"
+
+
+def minutes(row: dict) -> float:
+    return sum(float(row[key] or 0) for key in ("train_minutes", "evaluate_minutes"))
+
+
+def epochs_words(group: list[dict]) -> str:
+    runs = sorted({int(row["epochs_run"]) for row in group if row["epochs_run"] != ""})
+    best = sorted({int(row["best_epoch"]) for row in group if row["best_epoch"] != ""})
+    span = lambda v: "–" if not v else str(v[0]) if len(v) == 1 else f"{v[0]}–{v[-1]}"
+    return f"{span(runs)} ({span(best)})"
+
+
 def results_block(rows: list[dict]) -> str:
     lines = [
-        "| name | model | binarization | training | epochs (best) | test ELBO | test log p(x) "
-        "| k | approx. gap | amort. gap | train + eval | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| name | model | binarization | training | seeds | epochs (best) | test ELBO "
+        "| test log p(x) | k | AIS − IS | active units | approx. gap | amort. gap "
+        "| train + eval | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        minutes = sum(float(row[key] or 0) for key in ("train_minutes", "evaluate_minutes"))
+    for group in seed_groups(rows):
+        row = group[0]
+        seeds = ", ".join(str(r["seed"]) for r in group)
+        mean_minutes = statistics.mean(minutes(r) for r in group)
+        devices = ", ".join(sorted({r["device"] for r in group}))
         lines.append(
-            f"| {row['name']} | {model_words(row)} | {row['binarization']} | {training_words(row)} "
-            f"| {row['epochs_run']} ({row['best_epoch']}) | {number(row['test_elbo'])} "
-            f"| {number(row['test_log_px'])} | {row['k']} | {number(row['approximation_gap'])} "
-            f"| {number(row['amortization_gap'])} | {minutes:.0f} min | {row['device']} |"
+            f"| {group_name(group)} | {model_words(row)} | {row['binarization']} "
+            f"| {training_words(row)} | {seeds} | {epochs_words(group)} "
+            f"| {spread(group, 'test_elbo')} | {spread(group, 'test_log_px')} | {row['k']} "
+            f"| {ais_words(group)} | {spread(group, 'active_units', 0)} "
+            f"| {spread(group, 'approximation_gap')} | {spread(group, 'amortization_gap')} "
+            f"| {mean_minutes:.0f} min | {devices} |"
         )
     return "\n".join(lines)
 
@@ -175,9 +246,8 @@ def results_block(rows: list[dict]) -> str:
 def reproduce_block(rows: list[dict]) -> str:
     lines = ["| name | command | train + eval | device |", "|---|---|---|---|"]
     for row in rows:
-        minutes = sum(float(row[key] or 0) for key in ("train_minutes", "evaluate_minutes"))
         lines.append(
-            f"| {row['name']} | `{row['command']}` | {minutes:.0f} min | {row['device']} |"
+            f"| {row['name']} | `{row['command']}` | {minutes(row):.0f} min | {row['device']} |"
         )
     return "\n".join(lines)
 
@@ -218,7 +288,11 @@ def main() -> None:
     if args.action == "add":
         params, metrics = from_experiment(args.exp, args.rev) if args.exp else from_workspace()
         row = row_from(params, metrics, args.name, args.command)
-        rows = [r for r in rows if r["name"] != args.name] + [row]
+        names = [r["name"] for r in rows]
+        if args.name in names:  # replaced where it stands
+            rows[names.index(args.name)] = row
+        else:
+            rows.append(row)
         write_rows(rows)
         print(f"{RESULTS.relative_to(REPO)}: {args.name}: test log p(x) {row['test_log_px']}")
     elif args.action == "readme":

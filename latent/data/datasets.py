@@ -39,6 +39,10 @@ class Split:
     labels: np.ndarray  # (N,) uint8 digit labels
     encoding: str  # BINARY (0/1) or INTENSITY (0..255, drawn anew every epoch)
 
+    def first(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(images as float32, labels) of the first ``count`` examples (all, if fewer)."""
+        return self.images[:count].astype(np.float32), self.labels[:count]
+
 
 NPY_MAGIC = b"\x93NUMPY"
 

@@ -42,6 +42,23 @@ class Gaps:
     def amortization_gap(self):
         return self.elbo_refined - self.elbo_amortized
 
+    def per_image(self, exact_log_px: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per image (its index into the test split, in order): the estimates, and the
+        exact log p(x) by quadrature for the first len(exact_log_px) images (else empty)."""
+        exact = np.full(len(self.labels), np.nan)
+        if exact_log_px is not None:
+            exact[: len(exact_log_px)] = exact_log_px
+        return pd.DataFrame(
+            {
+                "test_index": np.arange(len(self.labels)),
+                "digit": self.labels.astype(int),
+                "log_px": self.log_px,
+                "log_px_quadrature": exact,
+                "elbo_amortized": self.elbo_amortized,
+                "elbo_refined": self.elbo_refined,
+            }
+        )
+
     def per_digit(self) -> pd.DataFrame:
         return per_digit_means(
             self.labels,

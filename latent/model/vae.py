@@ -18,6 +18,8 @@ The post's equations, each one function here:
     elbo(...)                         ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z))
     iwae_bound(log w)                 log (1/k) sum_k w_k: the IWAE bound (Burda et al.) and the
                                       importance-sampled estimate of log p(x)
+    annealed_log_density(..., beta)   q(z|x)^(1-beta) p(x,z)^beta, annealed importance sampling's
+                                      path from q(z|x) to p(z|x)
 
 The inference and generative networks are plain Keras 3 models of Dense layers, so their .keras
 files load with ``keras.saving.load_model`` and nothing from this repository; the flow's networks
@@ -232,6 +234,13 @@ def analytic_kl(q):
         return None
 
 
+def kl_per_dimension(q):
+    """KL(q(z_u|x) || N(0, 1)) for each example and latent dimension (N, L) of the mean-field
+    Gaussian q (their sum over u is ``analytic_kl``)."""
+    gaussian = q.distribution
+    return tfd.kl_divergence(gaussian, tfd.Normal(tf.zeros_like(gaussian.loc), 1.0))
+
+
 def elbo(log_px_given_z, log_weights, q):
     """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) per example, from k samples (k, N).
 
@@ -278,6 +287,22 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
         "iwae_annealed": iwae_bound(annealed),
         "log_weights_annealed": annealed,
     }
+
+
+def annealed_log_density(x, q, eps, beta, generative_network):
+    """log f_beta of annealed importance sampling (Neal 2001; Wu et al. 2017) from q to the
+    posterior, written in q's noise eps (k, N, L), unnormalized, (k, N):
+
+        f_beta(z) = q(z|x)^(1 - beta) p(x, z)^beta = q(z|x) w(z)^beta,   w = p(x, z) / q(z|x)
+
+    and z = the reparameterization of eps (``sample_and_log_prob``), whose Jacobian turns q(z|x)
+    into N(eps; 0, I): log f_beta(eps) = log N(eps; 0, I) + beta log w. beta = 0 is q (normalized),
+    beta = 1 the posterior times p(x); a q of the prior, N(0, I), makes log w = log p(x|z).
+    Returns (log f_beta, log w)."""
+    z, log_q = sample_and_log_prob(q, eps)
+    log_weights, _ = log_importance_weights(x, z, log_q, generative_network)
+    log_noise = tf.reduce_sum(-0.5 * tf.square(eps) - 0.5 * np.log(2 * np.pi), axis=-1)
+    return log_noise + tf.cast(beta, log_weights.dtype) * log_weights, log_weights
 
 
 def dreg_surrogates(log_weights, kl_weight=1.0):

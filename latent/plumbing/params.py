@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from latent.plumbing.pipeline import stage_params
 from latent.plumbing.runtime import StageError
@@ -62,6 +70,22 @@ LayerWidths = Annotated[
 Seed = _integer(0, 2**31 - 1)
 
 
+def _increasing(values: list[int]) -> list[int]:
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError("not increasing")
+    return values
+
+
+StepCounts = Annotated[
+    list[Annotated[int, Field(strict=True, ge=1, lt=2**20)]],
+    AfterValidator(_increasing),
+    Field(
+        min_length=1,
+        description="a non-empty increasing list of integers from 1 to 1048575, e.g. [10, 100]",
+    ),
+]
+
+
 class Params(BaseModel):
     """Every key of params.yaml, grouped by the stage that reads it (dvc.yaml says which)."""
 
@@ -99,6 +123,17 @@ class Params(BaseModel):
     gap_samples: _integer(1)
     # figures
     manifold_grid: _integer(2, 60)
+    # ais
+    ais_examples: _integer(1)
+    ais_steps: StepCounts
+    ais_chains: _integer(1)
+    ais_leapfrog_steps: _integer(1)
+    ais_schedule: Literal["sigmoid", "linear"]
+    ais_initial: Literal["encoder", "prior"]
+    bdmc_examples: _integer(0)
+    # explorer
+    explorer_points: _integer(1, 10000)
+    explorer_samples: _integer(2, 10000)
 
     @model_validator(mode="after")
     def _dreg_needs_a_gaussian_posterior(self) -> Params:

@@ -31,6 +31,9 @@ PURPOSES = {
     "gap_refined": 10,  # inference_gap: importance sampling of q*
     "figures": 11,  # figures: counter names the draw (TFP samplers, via tfp_seed)
     "validation_importance_sampling": 12,  # evaluate, validation split: as importance_sampling
+    "ais_initial": 13,  # ais: the chains' first eps, counter = tile
+    "ais": 14,  # ais: HMC transitions, counter = tile * 2^20 + step
+    "bdmc_simulation": 15,  # ais: images simulated from the model for BDMC
 }
 BLOCKS = 2**20  # counters that number (major, minor) pairs: major * BLOCKS + minor
 

@@ -1,9 +1,10 @@
 """Training that survives being killed: the train stage's state after every epoch, and resuming.
 
 After each epoch the state is written to ``.train-backup/<key>/`` (git- and DVC-ignored, not a
-stage output) in the root of the repository the run belongs to (``backups``): the model and optimizer variables (Keras ``save_weights``, which includes Adam's
-moments, the step counter and the EMA slots), early stopping's best weights, best value and
-patience counter, the progress records, the posterior snapshots so far and the dvclive curves.
+stage output) in the root of the repository the run belongs to (``backups``): the model and
+optimizer variables (Keras ``save_weights``, which includes Adam's moments, the step counter
+and the EMA slots), early stopping's best weights, best value and patience counter, the
+progress records, the posterior snapshots so far and the dvclive curves.
 The directory is written beside its final place and renamed into it (``atomic.replace``), so a
 SIGKILL at any moment leaves either the previous epoch's state or this one's, never a mix. (Keras'
 ``BackupAndRestore`` writes the weights and the epoch number as two files, one after the other,
