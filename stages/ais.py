@@ -9,10 +9,10 @@ AIS against the exact log p(x) by quadrature. With ``bdmc_examples`` it simulate
 from the model and sandwiches their log p(x) between forward and reverse AIS at every number of
 steps.
 
-Reads models/, the prepared test split and metrics/inference_gap_per_image.csv. Writes
+Reads models/, the prepared test split and data/estimates/inference_gap.csv. Writes
   metrics/ais.json            the means (nats per example), the comparisons, acceptance, time
   metrics/ais_curve.csv       by number of steps: the mean AIS estimate and the BDMC bounds
-  metrics/ais_per_image.csv   per image: AIS and IS log p(x), HMC acceptance
+  data/estimates/ais.csv      per image: AIS and IS log p(x), HMC acceptance (DVC-cached)
   figures/ais_steps.png       the estimate and the BDMC bounds against the number of steps
 """
 
@@ -37,9 +37,9 @@ from latent.records.atomic import StagedOutputs
 
 METRICS = Path("metrics/ais.json")
 CURVE = Path("metrics/ais_curve.csv")
-PER_IMAGE = Path("metrics/ais_per_image.csv")
+PER_IMAGE = Path("data/estimates/ais.csv")
 FIGURE = Path("figures/ais_steps.png")
-GAP_ESTIMATES = Path("metrics/inference_gap_per_image.csv")
+GAP_ESTIMATES = Path("data/estimates/inference_gap.csv")
 GAP_COLUMNS = ("test_index", "log_px", "log_px_quadrature", "elbo_amortized", "elbo_refined")
 
 

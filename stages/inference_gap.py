@@ -12,9 +12,10 @@ Reads models/ and the prepared test split. Writes
   metrics/inference_gap.json            the means over the images (nats per example)
   metrics/inference_gap_per_digit.csv   the same by digit
   metrics/inference_gap_curve.csv       the mean ELBO of the refined q* during refinement
-  metrics/inference_gap_per_image.csv   per image: log p(x), ELBO[q], ELBO[q*] and the exact
-                                         log p(x) where quadrature gave one (git-tracked like
-                                         the metrics; the ais stage reads it)
+  data/estimates/inference_gap.csv      per image: log p(x), ELBO[q], ELBO[q*] and the exact
+                                         log p(x) where quadrature gave one (DVC-cached: a plain
+                                         git-tracked out would cost the stage its run-cache
+                                         entry; the ais stage reads it)
   figures/inference_gap.png             per digit, the two gaps as stacked bars
   figures/true_posterior.png            latent_dim 2: the exact posterior p(z|x) on a grid for 6
                                          test digits, with the contours of q and q* (other latent
@@ -42,7 +43,7 @@ from latent.records.atomic import StagedOutputs
 METRICS = Path("metrics/inference_gap.json")
 PER_DIGIT = Path("metrics/inference_gap_per_digit.csv")
 CURVE = Path("metrics/inference_gap_curve.csv")
-PER_IMAGE = Path("metrics/inference_gap_per_image.csv")
+PER_IMAGE = Path("data/estimates/inference_gap.csv")
 GAP_FIGURE = Path("figures/inference_gap.png")
 POSTERIOR_FIGURE = Path("figures/true_posterior.png")
 QUADRATURE_EXAMPLES = 200  # latent_dim 2: log p(x) by quadrature for this many images

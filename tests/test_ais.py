@@ -145,7 +145,7 @@ def test_stage_writes_the_estimate_the_comparisons_and_the_curve(fixture_model):
     assert metrics["quadrature_examples"] == 20  # latent 2: the exact log p(x) of each image
     assert metrics["mean_abs_ais_minus_quadrature"] < metrics["mean_abs_is_minus_quadrature"] + 0.5
     assert metrics["bdmc_lower"] <= metrics["bdmc_upper"] + 0.05
-    gaps = pd.read_csv(workspace / "metrics/inference_gap_per_image.csv")
+    gaps = pd.read_csv(workspace / "data/estimates/inference_gap.csv")
     estimates = pd.read_csv(workspace / ais_stage.PER_IMAGE)
     with_ais = (estimates["log_px_ais"] - gaps["elbo_refined"]).mean()
     assert metrics["approximation_gap_ais"] == pytest.approx(with_ais, abs=1e-3)

@@ -12,6 +12,7 @@ on the page: a drawn <svg>/<canvas> per Vega plot, one loaded image per revision
 and that no error was raised or logged and no http(s) URL was requested.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -155,10 +156,15 @@ def chromium() -> str:
         return CHROMIUM
     if not shutil.which("apt-get") or os.geteuid() != 0:
         pytest.skip(f"{CHROMIUM} is missing and cannot be installed (needs apt-get and root)")
-    installed = apt_get("install", "-y", "chromium")
-    if installed.returncode != 0:  # package lists missing or stale
-        apt_get("update")
+    # one installer at a time: the test workers (pytest -n 2) may both get here
+    with open("/tmp/vae-mnist-tests-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(CHROMIUM):
+            return CHROMIUM
         installed = apt_get("install", "-y", "chromium")
+        if installed.returncode != 0:  # package lists missing or stale
+            apt_get("update")
+            installed = apt_get("install", "-y", "chromium")
     if installed.returncode != 0 or not os.path.exists(CHROMIUM):
         pytest.skip(f"apt-get install chromium failed: {installed.stderr.strip()[-500:]}")
     return CHROMIUM

@@ -436,7 +436,7 @@ def test_a_published_run_is_pulled_over_http_and_repro_then_runs_nothing(machine
 def test_pulling_only_the_networks_reruns_what_is_missing_never_train(machines, web, tmp_path):
     """``dvc pull models`` fetches the networks alone; ``dvc repro`` then runs exactly the stages
     with a DVC-cached output that was not pulled (fetch, fetch_larochelle and prepare make the
-    data again, byte for byte, and explorer its page, a cached output), never
+    data again, byte for byte; inference_gap, ais and explorer their estimates and page), never
     train, and the stages that only read the networks and the data, unchanged, do not run."""
     url, _ = web
     fresh = consumer(machines, tmp_path / "fresh", url)
