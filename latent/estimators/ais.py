@@ -209,8 +209,7 @@ class AnnealedImportanceSampler:
     def _estimate(self, chains: Chains, sign: float, steps: int) -> dict[str, np.ndarray]:
         """log p(x) = sign * logmeanexp over the chains of their log weights."""
         log_weights = chains.log_weights.numpy().astype(np.float64)
-        top = log_weights.max(axis=0)
-        log_mean = top + np.log(np.mean(np.exp(log_weights - top), axis=0))
+        log_mean = vae.iwae_bound(tf.constant(log_weights)).numpy()
         return {
             "log_px": sign * log_mean,
             "acceptance": chains.accepted.numpy().mean(axis=0) / steps,
