@@ -15,7 +15,10 @@ figures across runs on a noisy host):
 4. importance-sampled log p(x): seconds for k = 1000 and 5000 on the 10k test set, GFLOP/s, and
    the seed-shaped model at k = 1000 on 1,000 images against the same computation in PyTorch.
 5. the paper-sized model trained on the IWAE bound (k = 1, 5, 50) at Burda et al.'s batch of 20:
-   examples/s and the hours their 3,280-epoch schedule would take here (`--only iwae`).
+   examples/s and the hours their 3,280-epoch schedule would take here (`--only iwae`);
+6. AIS (the ais stage's sampler, 16 chains, 10 leapfrog steps): HMC gradient evaluations of
+   log f_t per second, GFLOP/s and % of the matmul peak, and seconds per image at 1,000 steps,
+   for the default and the paper-sized model (`--only ais`).
 Uses data/prepared/ when it exists, random binary images of the same size otherwise.
 """
 
@@ -38,6 +41,7 @@ import yaml  # noqa: E402
 
 from benchmarks.flops import flops_per_example  # noqa: E402
 from latent.data.datasets import BINARY, Split  # noqa: E402
+from latent.estimators import ais  # noqa: E402
 from latent.estimators.importance_sampling import (  # noqa: E402
     TILE,
     ImportanceSampler,
@@ -257,9 +261,9 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["train", "seed", "eval", "iwae"],
-        choices=["train", "seed", "eval", "iwae"],
-        help="sections to run: training table, the seed's model shape, evaluation, IWAE by k",
+        default=["train", "seed", "eval", "iwae", "ais"],
+        choices=["train", "seed", "eval", "iwae", "ais"],
+        help="sections to run: training table, the seed's model shape, evaluation, IWAE by k, AIS",
     )
     args = parser.parse_args()
 
@@ -277,6 +281,8 @@ def main() -> None:
         evaluation_table(peak, *images("test", count), args.quick)
     if "iwae" in args.only:
         iwae_training(train_x)
+    if "ais" in args.only:
+        ais_table(peak, images("test", 2 * ais.TILE)[0])
 
 
 def seed_shape_training(train_x) -> None:
@@ -338,6 +344,36 @@ def evaluation_table(peak, test_x, source, quick) -> None:
         print(
             f"  PyTorch reference: {reference:.1f} s ({counts / reference:.0f} GFLOP/s); "
             f"ratio {reference / ours:.2f}x"
+        )
+
+
+def ais_table(peak, test_x, chains=16, leapfrog_steps=10, steps=100) -> None:
+    """AIS throughput. Each step of a chain costs leapfrog_steps + 1 gradients of log f_t (one
+    at the start of the step, where beta changes, then one a leapfrog step), for the chains that
+    count and for the tuning chains the step sizes are adapted on. A gradient with respect to z
+    is a decoder pass forward and one back through its activations (no weight gradients): 2
+    decoder passes of matmuls (the encoder's q(z|x) is computed once a call)."""
+    x = test_x.astype(np.float32)
+    print(
+        f"\nAIS, {len(x)} test images, {chains} chains (+{ais.TUNING_CHAINS} tuning), "
+        f"{leapfrog_steps} leapfrog steps, timed over {steps} steps:"
+    )
+    for name, latent_dim, hidden in (DEFAULT, PAPER):
+        keras.utils.set_random_seed(0)
+        networks = vae.make_networks(latent_dim, hidden, "relu", "gaussian", 0)
+        sampler = ais.AnnealedImportanceSampler(networks, chains, leapfrog_steps, "sigmoid", 0)
+        sampler(x, steps)  # compiles
+        start = time.perf_counter()
+        values = sampler(x, steps)
+        seconds = time.perf_counter() - start
+        assert np.all(np.isfinite(values["log_px"]))
+        gradients = len(x) * (chains + ais.TUNING_CHAINS) * steps * (leapfrog_steps + 1)
+        rate = gradients / seconds
+        gflops = rate * 2 * flops_per_example(latent_dim, hidden)["decoder"] / 1e9
+        per_image = seconds / len(x) * 1000 / steps
+        print(
+            f"  {name:<12} {rate:>10,.0f} gradients/s  {gflops:5.0f} GFLOP/s "
+            f"({gflops / peak:.0%} of the matmul peak); 1,000 steps: {per_image:.2f} s per image"
         )
 
 
