@@ -148,6 +148,9 @@ def test_ctrl_c_ends_training_within_seconds_with_one_line_and_keeps_the_backup(
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a suite started in the background (`cmd &` in a script) has
+        # SIGINT ignored, and an ignored signal stays ignored in every process it starts
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not list((workspace / backup.BACKUPS).glob("*/state.json")):
