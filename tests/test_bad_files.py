@@ -3,6 +3,7 @@ the file, what is wrong, and the command that restores it; exit status 1, no tra
 half-written. A damaged resume backup is discarded with a warning and training starts over, and
 Ctrl-C ends a stage within seconds with the one line "interrupted"."""
 
+import json
 import os
 import shutil
 import signal
@@ -11,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from latent.plumbing import runtime
-from latent.records import backup
+from latent.records import atomic, backup
 from stages import evaluate, figures, inference_gap, prepare, train
 from tests.conftest import REPO, chdir, make_workspace
 from tests.test_train import fit, make_splits
@@ -165,3 +167,27 @@ def test_ctrl_c_ends_training_within_seconds_with_one_line_and_keeps_the_backup(
     assert "Traceback" not in stderr
     assert leftovers(workspace) == [] and not (workspace / "models").exists()
     assert list((workspace / backup.BACKUPS).glob("*/state.json"))  # run again to resume
+
+
+def test_ctrl_c_while_the_backup_is_written_waits_for_the_whole_state(tmp_path, monkeypatch):
+    """The window the test above hits only by chance: SIGINT arrives half-way through writing
+    the state. The state is completed and renamed into place first, then the interrupt acts."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    store = backup.TrainingBackup(tmp_path / "backup")
+    write_arrays = atomic.save_npz
+
+    def interrupted_while_writing(path, **arrays):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # time for the handler to run, were it not held back
+        write_arrays(path, **arrays)
+
+    monkeypatch.setattr(atomic, "save_npz", interrupted_while_writing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.save(1, model, {}, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert leftovers(tmp_path) == []
+    assert json.loads((store.directory / backup.STATE).read_text())["epoch"] == 1
+    assert store.has_state()

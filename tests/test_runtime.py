@@ -2,8 +2,12 @@
 errors stay, and a user error is one line with exit status 1."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from latent.plumbing import runtime
 from tests.conftest import REPO, make_workspace, write_params
@@ -54,3 +58,29 @@ def test_only_start_up_noise_is_filtered():
     ]
     assert all(runtime.STARTUP_NOISE.match(line) for line in noise)
     assert not any(runtime.STARTUP_NOISE.match(line) for line in kept)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT handled as in a terminal (a suite started in the background has it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_a_deferred_block_arrives_when_the_block_has_ended(ctrl_c_raises):
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with runtime.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # Python runs the handler between bytecodes: it has had its chance
+            done.append("the block")
+        done.append("after the block")
+    assert done == ["the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_deferred_block_without_ctrl_c_raises_nothing(ctrl_c_raises):
+    with runtime.interrupts_deferred():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

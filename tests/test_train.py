@@ -5,6 +5,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,6 +246,19 @@ def test_other_params_code_or_data_never_resume_from_a_backup(splits):
     other_params = dict(TRAIN_PARAMS, learning_rate=0.002)
     assert backup.TrainingBackup.for_run(other_params, splits["train"]).directory != key
     assert backup.TrainingBackup.for_run(TRAIN_PARAMS, splits["valid"]).directory != key
+
+
+def test_the_backup_key_covers_the_training_code_that_dvc_yaml_lists_and_only_it(tmp_path):
+    code = backup.training_code()
+    names = {path.relative_to(REPO).as_posix() for path in code}
+    assert {"stages/train.py", "latent/model/vae.py", "latent/training/fit.py"} <= names
+    assert not any(name.startswith(("latent/estimators/", "latent/plotting/")) for name in names)
+    assert all(path.exists() for path in code)
+    copies = [Path(shutil.copy(path, tmp_path / path.name)) for path in code[:2]]
+    arrays = [np.arange(3)]
+    key = backup.run_key(TRAIN_PARAMS, arrays, copies)
+    copies[1].write_text(copies[1].read_text() + "# edited\n")
+    assert backup.run_key(TRAIN_PARAMS, arrays, copies) != key
 
 
 def test_kill_9_then_rerun_gives_the_uninterrupted_run_byte_for_byte(tmp_path):

@@ -3,12 +3,15 @@ TensorFlow start-up."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 _START = time.monotonic()
 
@@ -44,6 +47,26 @@ def run_stage(main: Callable[[], None]) -> None:
 def exit_interrupted() -> None:
     print("interrupted", file=sys.stderr, flush=True)
     sys.exit(INTERRUPTED_STATUS)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block has ended, then act on it as it would have: for
+    the few steps that must finish once begun (renaming a state or outputs into place), so that
+    an interrupt never leaves them half done. Only the main thread receives signals in Python;
+    elsewhere, or where SIGINT is ignored, the block runs as it is."""
+    handler = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(handler):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    if received:
+        handler(signal.SIGINT, received[0])
 
 
 # TensorFlow's C++ start-up lines: absl writes them to stderr before logging is configured (so

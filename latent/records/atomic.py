@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from latent.plumbing.pipeline import reading
+from latent.plumbing.runtime import interrupts_deferred
 
 
 class StagedOutputs:
@@ -70,8 +71,9 @@ class StagedOutputs:
         for staging, _ in self._staged:
             if not staging.exists():
                 raise FileNotFoundError(f"staged output {staging} was never written")
-        for staging, final in self._staged:
-            replace(staging, final, final.parent / f".{final.name}.old")
+        with interrupts_deferred():  # all of them or none: Ctrl-C waits for the renames
+            for staging, final in self._staged:
+                replace(staging, final, final.parent / f".{final.name}.old")
 
 
 def replace(staging: Path, final: Path, old: Path) -> None:

@@ -11,12 +11,14 @@ SIGKILL at any moment leaves either the previous epoch's state or this one's, ne
 and does not keep early stopping's state.) A state that cannot be read (a full disk, a damaged
 file) is discarded with a warning, and training starts from the beginning.
 
-``key`` hashes the train params, the source of every module of the library and of stages/ (a
-superset of the code training runs) and the prepared splits, so a run with other params, code
-or data never resumes from another run's state. Because every random draw, the data order and
-the schedules are keyed by the optimizer step or the epoch number, a resumed run ends with
-bit-identical weights and metrics to an uninterrupted one on the same machine. The backup is
-removed when the stage completes; ``rm -r .train-backup`` discards any left behind.
+``key`` hashes the train params, the source of the modules dvc.yaml lists as the train stage's
+dependencies (``training_code``: the code DVC re-runs train for, so a change elsewhere, in an
+estimator or a figure, keeps a stopped run resumable) and the prepared splits, so a run with
+other params, training code or data never resumes from another run's state. Because every
+random draw, the data order and the schedules are keyed by the optimizer step or the epoch
+number, a resumed run ends with bit-identical weights and metrics to an uninterrupted one on the
+same machine. The backup is removed when the stage completes; ``rm -r .train-backup`` discards
+any left behind.
 
 A queued experiment (``dvc exp run --queue``) or a ``--temp`` one runs in a temporary copy of the
 repository under .dvc/tmp/exps/, which DVC deletes when the run ends, fails or is killed; DVC
@@ -36,8 +38,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from latent.plumbing import pipeline
 from latent.plumbing.pipeline import ROOT, BadFile, reading
-from latent.plumbing.runtime import log
+from latent.plumbing.runtime import interrupts_deferred, log
 from latent.records import atomic
 
 BACKUPS = Path(".train-backup")  # in the repository's root
@@ -45,7 +48,6 @@ WEIGHTS = "model.weights.h5"  # model and optimizer variables
 ARRAYS = "arrays.npz"  # early stopping's best weights, posterior snapshots
 STATE = "state.json"  # epoch, early stopping's counters, progress records
 CURVES = "dvclive"
-CODE = ("latent/**/*.py", "stages/*.py")  # the code a run's key covers
 
 
 def backups() -> Path:
@@ -55,12 +57,17 @@ def backups() -> Path:
     return Path(os.environ.get("DVC_ROOT", ".")) / BACKUPS
 
 
-def run_key(config: dict, arrays: list[np.ndarray]) -> str:
-    """sha256 of the params, the source of the library and the stages and the data, as 16 hex
-    digits."""
+def training_code() -> list[Path]:
+    """The Python modules dvc.yaml lists as the train stage's dependencies."""
+    return [ROOT / dep for dep in pipeline.stages()["train"]["deps"] if dep.endswith(".py")]
+
+
+def run_key(config: dict, arrays: list[np.ndarray], code: list[Path] | None = None) -> str:
+    """sha256 of the params, the source of the training code (``training_code()`` unless
+    given) and the data, as 16 hex digits."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in sorted(p for pattern in CODE for p in ROOT.glob(pattern)):
-        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    for path in sorted(training_code() if code is None else code):
+        digest.update(path.name.encode() + path.read_bytes())
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
@@ -136,7 +143,12 @@ class TrainingBackup:
         return Resumed(epoch, states)
 
     def save(self, epoch: int, model: keras.Model, stateful: dict, live_dir: Path | None):
-        """The state after ``epoch`` epochs, replacing the previous one all at once."""
+        """The state after ``epoch`` epochs, replacing the previous one all at once. Ctrl-C
+        waits until it is in place (a second or so), so that it leaves no partial state behind."""
+        with interrupts_deferred():
+            self._write(epoch, model, stateful, live_dir)
+
+    def _write(self, epoch: int, model: keras.Model, stateful: dict, live_dir: Path | None):
         staging = _staging(self.directory)
         atomic.remove(staging)
         staging.mkdir(parents=True)
