@@ -143,16 +143,19 @@ class AnnealedImportanceSampler:
         return Chains(eps, zeros, step_size, log_density, zeros)
 
     def _run_steps(self, x, counter, chains: Chains, first, count, betas, step_sizes, tune):
-        """Steps first + 1 .. first + count along ``betas`` (T + 1,); the transitions of step t
-        draw from the "ais" stream at counter + t. Tuning (``tune``, a Python bool), each
-        chain's step size adapts and the geometric mean over the chains of the step size used
-        at each step is returned, (count, n, 1); else step t uses step_sizes[t - 1] (n, 1)."""
+        """Steps first + 1 .. first + count (count <= STEPS_PER_CALL) along ``betas``, the
+        schedule's window beta_first .. (STEPS_PER_CALL + 1,); the transitions of step t draw
+        from the "ais" stream at counter + t. Tuning (``tune``, a Python bool), each chain's step
+        size adapts and the geometric mean over the chains of the step size used at each step
+        is returned, (STEPS_PER_CALL, n, 1), its first ``count`` rows filled; else step t uses
+        the window's step_sizes[t - first - 1] (n, 1). Every argument but ``tune`` is a tensor
+        of one shape for every number of steps, so that a tile's shape is compiled once."""
         q = self.initial_distribution(x)
-        used = tf.TensorArray(tf.float32, size=count)
+        used = tf.TensorArray(tf.float32, size=STEPS_PER_CALL, element_shape=[x.shape[0], 1])
 
         def step(t, eps, log_weights, step_size, log_density, accepted, used):
-            size = step_size if tune else tf.gather(step_sizes, t - 1)
-            kernel = self._kernel(x, q, tf.gather(betas, t), size, tune)
+            size = step_size if tune else tf.gather(step_sizes, t - first - 1)
+            kernel = self._kernel(x, q, tf.gather(betas, t - first), size, tune)
             results = kernel.bootstrap_results(eps)
             mh = results.inner_results if tune else results
             log_weights += mh.accepted_results.target_log_prob - log_density
@@ -176,7 +179,9 @@ class AnnealedImportanceSampler:
 
         state = (first + 1, chains.eps, chains.log_weights, chains.step_size)
         state += (chains.log_density, chains.accepted, used)
-        state = tf.while_loop(lambda t, *_: t <= first + count, step, state)
+        state = tf.while_loop(
+            lambda t, *_: t <= first + count, step, state, maximum_iterations=STEPS_PER_CALL
+        )
         sizes = state[-1].stack() if tune else tf.zeros([0])
         return Chains(*state[1:-1]), sizes
 
@@ -185,14 +190,26 @@ class AnnealedImportanceSampler:
         (chains, the step sizes used, (T, n, 1), when tuning)."""
         chains = self._start(x, eps, betas[0])
         steps, sizes = len(betas) - 1, []
-        step_sizes = tf.zeros([0, 1, 1]) if step_sizes is None else step_sizes
+        counter = tf.constant(counter, tf.int64)
         for first in range(0, steps, STEPS_PER_CALL):
             count = min(STEPS_PER_CALL, steps - first)
-            counter_here = tf.constant(counter, tf.int64)
-            chains, used = self._run(
-                x, counter_here, chains, tf.constant(first), count, betas, step_sizes, tune
+            window = _padded(betas[first : first + count + 1], STEPS_PER_CALL + 1)
+            sizes_window = (
+                tf.zeros([0, 1, 1])
+                if tune
+                else _padded(step_sizes[first : first + count], STEPS_PER_CALL)
             )
-            sizes.append(used)
+            chains, used = self._run(
+                x,
+                counter,
+                chains,
+                tf.constant(first),
+                tf.constant(count),
+                window,
+                sizes_window,
+                tune,
+            )
+            sizes.append(used[:count])
             if progress and not tune:
                 progress(first + count)
         return chains, (tf.concat(sizes, 0) if tune else None)
@@ -260,6 +277,13 @@ class AnnealedImportanceSampler:
             return (z - q.distribution.loc) / q.distribution.scale
         z0 = q.bijector.inverse(z)  # the flow's base Gaussian
         return (z0 - q.distribution.distribution.loc) / q.distribution.distribution.scale
+
+
+def _padded(values: tf.Tensor, length: int) -> tf.Tensor:
+    """``values`` along its first axis, extended to ``length`` by repeating its last entry (the
+    padding is never read: it keeps every compiled call's shapes the same)."""
+    missing = length - int(values.shape[0])
+    return tf.concat([values, tf.repeat(values[-1:], missing, axis=0)], 0)
 
 
 def _joined(parts: list[dict]) -> dict[str, np.ndarray]:
