@@ -33,6 +33,16 @@ def set_constant_posterior(encoder, loc, scale):
             layer.set_weights([np.zeros_like(kernel), bias])
 
 
+def all_draws(sampler, n):
+    """The sampler's eps for examples 0..n-1, every one materialised: (k, n, L)."""
+    draw = tf.function(sampler.eps, jit_compile=True)
+    tiles = []
+    for t in range(math.ceil(n / importance_sampling.TILE)):
+        blocks = [draw(tf.constant(t, tf.int64), tf.constant(b)) for b in range(sampler.blocks)]
+        tiles.append(tf.concat(blocks, axis=0)[: sampler.k])  # (k, TILE, L)
+    return tf.concat(tiles, axis=1)[:, :n]
+
+
 @pytest.fixture(scope="module")
 def one_dimensional_model():
     """latent_dim 1: log p(x) = log of a 1-D integral, computed by quadrature on a fine grid."""
@@ -92,12 +102,7 @@ def test_chunked_and_unchunked_give_the_same_numbers(one_dimensional_model):
         np.testing.assert_allclose(one_tile_per_call[name], all_at_once[name], rtol=rtol)
 
     # the same draws, unchunked: every eps materialised, the bounds computed in one go
-    draw = tf.function(sampler.eps, jit_compile=True)
-    tiles = []
-    for t in range(3):
-        blocks = [draw(tf.constant(t, tf.int64), tf.constant(b)) for b in range(sampler.blocks)]
-        tiles.append(tf.concat(blocks, axis=0)[: sampler.k])  # (k, TILE, L)
-    eps = tf.concat(tiles, axis=1)[:, : len(images)]
+    eps = all_draws(sampler, len(images))
     direct = vae.bounds_per_example(images, networks, eps)
     np.testing.assert_allclose(direct["iwae"], one_tile_per_call["log_px"], rtol=1e-5)
     np.testing.assert_allclose(direct["elbo"], one_tile_per_call["elbo"], rtol=1e-5)
@@ -113,12 +118,7 @@ def test_the_elbo_standard_error_is_the_spread_of_the_same_draws_in_float64(one_
     networks = vae.Networks(encoder, decoder)
     sampler = importance_sampling.ImportanceSampler(networks, k=300, seed=3)
     values = sampler(images)
-    draw = tf.function(sampler.eps, jit_compile=True)
-    tiles = []
-    for t in range(3):
-        blocks = [draw(tf.constant(t, tf.int64), tf.constant(b)) for b in range(sampler.blocks)]
-        tiles.append(tf.concat(blocks, axis=0)[: sampler.k])
-    eps = tf.concat(tiles, axis=1)[:, : len(images)]
+    eps = all_draws(sampler, len(images))
     z, log_q = vae.sample_and_log_prob(vae.approximate_posterior(networks, images), eps)
     _, log_px_given_z = vae.log_importance_weights(images, z, log_q, decoder)
     terms = log_px_given_z.numpy().astype(np.float64)  # (k, N)
