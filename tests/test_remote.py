@@ -2,13 +2,13 @@
 
 In a temporary directory: a bare Git repository (``origin``), a local-directory DVC remote
 (``storage``, committed in .dvc/config as the default remote) and clones of a tiny-fixture copy
-of this project, each clone standing for one machine. The module's ``machines`` fixture
-reproduces the pipeline once on a publishing machine, publishes it (``git push`` and ``dvc
-push``) and clones it twice ("A" and "B"), each of which gets the baseline's outputs with ``dvc
-pull``. A test that changes a machine's workspace puts it back (git, then ``dvc checkout``), and
-the remote is only ever added to, so that each test also passes alone. The HTTP remote is the
-storage directory served by ``python -m http.server`` on 127.0.0.1; nothing else touches the
-network.
+of this project, each clone standing for one machine. The module's ``machines`` fixture puts the
+pipeline, reproduced once (a copy of the session's reproduced repository, tests/repos.py), on a
+publishing machine, publishes it (``git push`` and ``dvc push``) and clones it twice ("A" and
+"B"), each of which gets the baseline's outputs with ``dvc pull``. A test that changes a
+machine's workspace puts it back (git, then ``dvc checkout``), and the remote is only ever added
+to, so that each test also passes alone. The HTTP remote is the storage directory served by
+``python -m http.server`` on 127.0.0.1; nothing else touches the network.
 """
 
 import csv
@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import fixtures
-from tests.test_pipeline import Repo, dvc, git, make_repo, reset, run, stages_run
+from tests.repos import Repo, dvc, git, reproduced_copy, reset, run, stages_run
 
 pytestmark = pytest.mark.pipeline
 
@@ -194,17 +193,15 @@ def machines(tmp_path_factory) -> Machines:
     """The baseline reproduced once on a publishing machine and published to origin and the DVC
     remote; machines A and B are clones of origin that got its outputs by ``dvc pull``."""
     root = tmp_path_factory.mktemp("remote")
-    sources = fixtures.write_sources(root / "mirror")
     origin, storage = root / "origin.git", root / "storage"
-    publisher = make_repo(root / "publisher", sources)
+    publisher, _ = reproduced_copy(tmp_path_factory, root / "publisher")
     run(publisher, "git", "init", "-q", "--bare", "-b", "main", str(origin))
     git(publisher, "remote", "add", "origin", str(origin))
     # An absolute path: DVC resolves a relative local remote in a commit's .dvc/config against
     # the root of the commit's tree (dvc exp push of an experiment would write to /storage).
     dvc(publisher, "remote", "add", "-d", "storage", str(storage))
-    dvc(publisher, "repro")
     git(publisher, "add", "-A")
-    git(publisher, "commit", "-qm", "reproduced, with a DVC remote")
+    git(publisher, "commit", "-qm", "a DVC remote")
     dvc(publisher, "push")
     git(publisher, "push", "-q", "origin", "main")
     found = Machines(origin, storage, publisher, a=None, b=None)
