@@ -84,3 +84,27 @@ def test_rows_that_differ_only_in_seed_are_one_line_with_mean_and_sd():
     assert "| −86.00 ± 1.00 (3) |" in block[2] and "| −90.00 ± 0.00 (3) |" in block[2]
     assert block[3].startswith("| other | ") and "| −85.00 |" in block[3]
     assert len(results.reproduce_block(rows).splitlines()) == 2 + 3  # every seed's command
+
+
+def test_metrics_of_stages_an_experiment_did_not_reach_are_left_out_of_its_row():
+    """dvc exp run ... evaluate: inference_gap and ais still hold the baseline's metrics, computed
+    from other networks (their models dep differs from train's models out), and so does ais
+    through inference_gap's estimates; train's and evaluate's are the experiment's."""
+    import yaml
+
+    results = results_tool()
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    train_models = next(o for o in lock["stages"]["train"]["outs"] if o["path"] == "models")
+    train_models["md5"] = "0123456789abcdef0123456789abcdef.dir"  # the experiment's networks
+    evaluate_models = next(d for d in lock["stages"]["evaluate"]["deps"] if d["path"] == "models")
+    evaluate_models["md5"] = train_models["md5"]  # evaluate ran on them
+    lock_text = yaml.safe_dump(lock)
+    stale = results.stale_outputs(lock_text)
+    assert {"metrics/inference_gap.json", "metrics/ais.json", "figures/posterior.png"} <= stale
+    assert "metrics/evaluate.json" not in stale and "metrics/train.json" not in stale
+    metrics = {
+        path: {"value": 1.0}
+        for path in ("metrics/train.json", "metrics/evaluate.json", "metrics/ais.json")
+    }
+    assert set(results.fresh(metrics, lock_text)) == {"metrics/train.json", "metrics/evaluate.json"}
+    assert results.stale_outputs((REPO / "dvc.lock").read_text()) == set()  # the committed run

@@ -105,6 +105,36 @@ def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
     }
 
 
+def stale_outputs(lock_text: str) -> set[str]:
+    """The outputs, in a dvc.lock, of the stages that read another version of a file than the one
+    its stage made, and of the stages that read theirs: an experiment stopped at a target
+    (``dvc exp run ... evaluate``) keeps the stages after it as they were, and their metrics
+    describe other networks than the experiment's."""
+    stages = yaml.safe_load(lock_text)["stages"].values()
+    made = {out["path"]: out.get("md5") for stage in stages for out in stage.get("outs", [])}
+    stale: set[str] = set()
+    while True:
+        found = {
+            out["path"]
+            for stage in stages
+            if any(
+                dep["path"] in stale
+                or (dep["path"] in made and dep.get("md5") != made[dep["path"]])
+                for dep in stage.get("deps", [])
+            )
+            for out in stage.get("outs", [])
+        }
+        if found <= stale:
+            return stale
+        stale |= found
+
+
+def fresh(metrics: dict, lock_text: str | None) -> dict:
+    """``metrics`` without the files of stale stages (see stale_outputs)."""
+    stale = stale_outputs(lock_text) if lock_text else set()
+    return {path: values for path, values in metrics.items() if path not in stale}
+
+
 def from_experiment(exp: str, rev: str | None) -> tuple[dict, dict]:
     command = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
     command += ["--rev", rev] if rev else ["-A"]
@@ -117,7 +147,14 @@ def from_experiment(exp: str, rev: str | None) -> tuple[dict, dict]:
                 data = experiment["revs"][0]["data"]
                 params = data["params"]["params.yaml"]["data"]
                 metrics = {path: value["data"] for path, value in data["metrics"].items()}
-                return params, metrics
+                lock = subprocess.run(
+                    ["git", "show", f"{experiment['revs'][0]['rev']}:dvc.lock"],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                return params, fresh(metrics, lock)
     raise SystemExit(f"no experiment named {exp!r} in dvc exp show")
 
 
@@ -132,7 +169,8 @@ def from_workspace() -> tuple[dict, dict]:
     ):
         if (REPO / path).exists():
             metrics[path] = json.loads((REPO / path).read_text())
-    return params, metrics
+    lock = REPO / "dvc.lock"
+    return params, fresh(metrics, lock.read_text() if lock.exists() else None)
 
 
 def read_rows() -> list[dict]:
