@@ -16,10 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tests import fixtures
-from tests.conftest import REPO, TINY_PARAMS, git_repository_env
+from tests.conftest import REPO, git_repository_env, write_params
 
 GENERATED = ("dvc.lock", "metrics", "figures", "dvclive", "models", "data")
 
@@ -67,9 +65,7 @@ def make_repo(directory: Path, sources: Path) -> Repo:
             continue
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, directory / name)
-    values = yaml.safe_load((REPO / "params.yaml").read_text())
-    values.update(TINY_PARAMS)
-    (directory / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    write_params(directory)
     env = git_repository_env(VAE_DATA_SOURCES=str(sources))
     repo = Repo(directory, env)
     git(repo, "init", "-q", "-b", "main")
