@@ -372,12 +372,13 @@ def test_results_of_both_machines_become_rows_of_results_csv(machines, experimen
 
 
 def test_a_queued_sweep_is_pushed_and_pulled_like_any_experiment(machines):
-    """A queues ``-S seed=0,1`` as sweep-1 and sweep-2, runs the queue with ``dvc queue start``
-    and pushes both by name; B pulls them and lists them with their metrics and networks."""
+    """A queues ``-S seed=0,1`` as sweep-1 and sweep-2 (up to ``evaluate``: the later stages add
+    nothing to what is pushed), runs the queue with ``dvc queue start`` and pushes both by name;
+    B pulls them and lists them with their metrics and networks."""
     a, b = machines.a, machines.b
     names = ["sweep-1", "sweep-2"]
     try:
-        dvc(a, "exp", "run", "--queue", "-n", "sweep", "-S", "seed=0,1")
+        dvc(a, "exp", "run", "--queue", "-n", "sweep", "-S", "seed=0,1", "evaluate")
         assert "Started '1' new experiments task queue worker." in dvc(a, "queue", "start").stdout
         assert wait_for_queue(a, names) == {name: "Success" for name in names}
         pushed = dvc(a, "exp", "push", "origin", *names)
