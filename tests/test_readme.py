@@ -108,3 +108,26 @@ def test_metrics_of_stages_an_experiment_did_not_reach_are_left_out_of_its_row()
     }
     assert set(results.fresh(metrics, lock_text)) == {"metrics/train.json", "metrics/evaluate.json"}
     assert results.stale_outputs((REPO / "dvc.lock").read_text()) == set()  # the committed run
+
+
+def test_compare_pairs_the_images_both_runs_have():
+    """The paired difference uses only the common images, and its standard error comes from the
+    spread of the differences, not of the values: a large per-image offset shared by both runs
+    leaves it small."""
+    results = results_tool()
+    offsets = {0: -40.0, 1: -120.0, 2: -80.0, 3: -95.0}  # images differ by tens of nats
+    a = {i: offsets[i] + d for i, d in zip(offsets, (1.0, 0.0, 1.0, 2.0))} | {7: 0.0}
+    b = dict(offsets) | {9: -500.0}  # image 7 only in a, 9 only in b
+    n, mean_a, mean_b, difference, se = results.paired(a, b)
+    assert n == 4
+    assert mean_b == sum(offsets.values()) / 4 and mean_a == mean_b + 1.0
+    assert difference == 1.0
+    assert abs(se - (2 / 3) ** 0.5 / 2) < 1e-12  # sd of (1, 0, 1, 2) over sqrt(4)
+
+
+def test_compare_names_an_experiment_that_is_not_there():
+    import pytest
+
+    results = results_tool()
+    with pytest.raises(SystemExit, match="no experiment named 'no-such-run'"):
+        results.experiment_ref("no-such-run")

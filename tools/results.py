@@ -6,6 +6,10 @@ tables generated from it.
         --exp, from the workspace's params.yaml and metrics/ (e.g. after dvc repro)
     python tools/results.py readme      rewrite the README's results and reproduction blocks
     python tools/results.py check       exit 1 if the README's blocks differ from results.csv
+    python tools/results.py compare A B
+        two experiments' per-image estimates on the test images both have (the ais and
+        inference_gap stages' data/estimates/, read from DVC's cache): each mean and the mean
+        difference A - B with its paired standard error over the images
 
 tests/test_readme.py runs the check.
 """
@@ -302,6 +306,89 @@ def readme_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
+# per-image estimates that two experiments can be compared on: (file, column, words)
+PER_IMAGE = [
+    ("data/estimates/ais.csv", "log_px_ais", "log p(x), AIS"),
+    ("data/estimates/ais.csv", "log_px_is", "log p(x), IS k = 5000 from q"),
+    ("data/estimates/inference_gap.csv", "log_px", "log p(x), IS from the better of q and q*"),
+    ("data/estimates/inference_gap.csv", "elbo_amortized", "ELBO[q]"),
+    ("data/estimates/inference_gap.csv", "elbo_refined", "ELBO[q*]"),
+]
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[int, float, float, float, float]:
+    """On the images (keys) both have: their count, the mean of a, of b, of a - b, and the
+    standard error of that difference from its spread over the images (nan for one image)."""
+    common = sorted(set(a) & set(b))
+    differences = [a[i] - b[i] for i in common]
+    se = statistics.stdev(differences) / len(common) ** 0.5 if len(common) > 1 else float("nan")
+    return (
+        len(common),
+        statistics.mean(a[i] for i in common),
+        statistics.mean(b[i] for i in common),
+        statistics.mean(differences),
+        se,
+    )
+
+
+def experiment_ref(name: str) -> str:
+    """The git ref of the experiment called ``name`` (exactly one, else a one-line error)."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    found = [ref for ref in refs if ref.rsplit("/", 1)[-1] == name]
+    if len(found) != 1:
+        which = "no experiment" if not found else f"{len(found)} experiments ({', '.join(found)})"
+        raise SystemExit(f"{which} named {name!r} here: see dvc exp show, or dvc exp pull")
+    return found[0]
+
+
+def per_image(ref: str, path: str) -> list[dict] | None:
+    """The experiment's copy of a per-image estimates file, or None where it has none or its
+    DVC cache does not hold it (DVC says PathMissingError for both)."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    try:
+        with dvc.api.open(path, repo=str(REPO), rev=ref) as f:
+            return list(csv.DictReader(f))
+    except (FileNotFoundError, DvcException):
+        return None
+
+
+def compare(name_a: str, name_b: str) -> list[str]:
+    refs = {name: experiment_ref(name) for name in (name_a, name_b)}
+    lines = [
+        f"A = {name_a}, B = {name_b}: per test image, nats; ± is the paired standard error over"
+        " the images (it does not include the spread between seeds)"
+    ]
+    for path in dict.fromkeys(path for path, _, _ in PER_IMAGE):
+        tables = {name: per_image(ref, path) for name, ref in refs.items()}
+        if None in tables.values():
+            missing = [name for name, table in tables.items() if table is None]
+            lines.append(
+                f"{path}: not in {', '.join(missing)} or not in this DVC cache"
+                " (dvc exp pull REMOTE NAME brings an experiment's outputs)"
+            )
+            continue
+        for _, column, words in (entry for entry in PER_IMAGE if entry[0] == path):
+            values = [
+                {int(r["test_index"]): float(r[column]) for r in tables[n] if r.get(column)}
+                for n in (name_a, name_b)
+            ]
+            n, mean_a, mean_b, difference, se = paired(*values)
+            if n:
+                lines.append(
+                    f"{words} ({n} images): A {mean_a:.3f}, B {mean_b:.3f},"
+                    f" A - B {difference:+.3f} ± {se:.3f}"
+                )
+    return lines
+
+
 def rewrite_readme(rows: list[dict]) -> None:
     text = README.read_text(encoding="utf-8")
     for key, block in generated(rows).items():
@@ -321,7 +408,13 @@ def main() -> None:
     add.add_argument("--rev", help="the commit the experiment is based on (default: all)")
     commands.add_parser("readme", help="rewrite the README's generated blocks")
     commands.add_parser("check", help="exit 1 if the README's blocks differ from results.csv")
+    pair = commands.add_parser("compare", help="two experiments, image by image")
+    pair.add_argument("a", help="an experiment's name (dvc exp show)")
+    pair.add_argument("b", help="the other experiment's name")
     args = parser.parse_args()
+    if args.action == "compare":
+        print("\n".join(compare(args.a, args.b)))
+        return
     rows = read_rows()
     if args.action == "add":
         params, metrics = from_experiment(args.exp, args.rev) if args.exp else from_workspace()
