@@ -131,3 +131,15 @@ def test_compare_names_an_experiment_that_is_not_there():
     results = results_tool()
     with pytest.raises(SystemExit, match="no experiment named 'no-such-run'"):
         results.experiment_ref("no-such-run")
+
+
+def test_compare_can_pair_the_difference_of_two_columns():
+    """AIS - IS per image is read as the difference of the two columns, on rows with both."""
+    results = results_tool()
+    table = [
+        {"test_index": "3", "log_px_ais": "-80.5", "log_px_is": "-81.0"},
+        {"test_index": "5", "log_px_ais": "-90.0", "log_px_is": "-92.0"},
+        {"test_index": "8", "log_px_ais": "", "log_px_is": "-70.0"},  # no AIS for this image
+    ]
+    assert results.per_image_values(table, ("log_px_ais", "log_px_is")) == {3: 0.5, 5: 2.0}
+    assert results.per_image_values(table, "log_px_is") == {3: -81.0, 5: -92.0, 8: -70.0}

@@ -306,10 +306,16 @@ def readme_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
-# per-image estimates that two experiments can be compared on: (file, column, words)
+# per-image estimates that two experiments can be compared on: (file, column, words); a pair
+# of columns is their difference per image
 PER_IMAGE = [
     ("data/estimates/ais.csv", "log_px_ais", "log p(x), AIS"),
     ("data/estimates/ais.csv", "log_px_is", "log p(x), IS k = 5000 from q"),
+    (
+        "data/estimates/ais.csv",
+        ("log_px_ais", "log_px_is"),
+        "AIS - IS, how loose IS from q is",
+    ),
     ("data/estimates/inference_gap.csv", "log_px", "log p(x), IS from the better of q and q*"),
     ("data/estimates/inference_gap.csv", "elbo_amortized", "ELBO[q]"),
     ("data/estimates/inference_gap.csv", "elbo_refined", "ELBO[q*]"),
@@ -329,6 +335,16 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[int, float, float,
         statistics.mean(differences),
         se,
     )
+
+
+def per_image_values(table: list[dict], column: str | tuple[str, str]) -> dict[int, float]:
+    """{test image: value} of a column, or of the difference of two, on the rows that have it."""
+    first, second = (column, None) if isinstance(column, str) else column
+    return {
+        int(r["test_index"]): float(r[first]) - (float(r[second]) if second else 0.0)
+        for r in table
+        if r.get(first) and (second is None or r.get(second))
+    }
 
 
 def experiment_ref(name: str) -> str:
@@ -376,10 +392,7 @@ def compare(name_a: str, name_b: str) -> list[str]:
             )
             continue
         for _, column, words in (entry for entry in PER_IMAGE if entry[0] == path):
-            values = [
-                {int(r["test_index"]): float(r[column]) for r in tables[n] if r.get(column)}
-                for n in (name_a, name_b)
-            ]
+            values = [per_image_values(tables[n], column) for n in (name_a, name_b)]
             n, mean_a, mean_b, difference, se = paired(*values)
             if n:
                 lines.append(
