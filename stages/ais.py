@@ -150,6 +150,8 @@ def main() -> None:
     metrics = {
         "examples": count,
         "steps": config["ais_steps"][-1],
+        "chains": config["ais_chains"],
+        "initial": config["ais_initial"],
         "ais_log_px": rows[-1]["ais_log_px"],
         "is_log_px": round(float(is_log_px.mean()), 4),
         "eval_samples": config["eval_samples"],

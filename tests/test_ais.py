@@ -126,22 +126,27 @@ def test_bad_ais_params_are_one_line(tmp_path, key, value, allowed):
     )
 
 
-def test_stage_writes_the_estimate_the_comparisons_and_the_curve(fixture_model):
+@pytest.mark.parametrize("initial, steps", [("encoder", 20), ("prior", 200)])
+def test_stage_writes_the_estimate_the_comparisons_and_the_curve(fixture_model, initial, steps):
+    """From the encoder (the latent-50 protocol) or the prior (the default run's), AIS on a
+    latent-2 model is as close to the exact log p(x) as IS, or closer."""
     workspace, _, _ = fixture_model
     write_params(
         workspace,
         epochs=5,
         gap_examples=20,
         ais_examples=20,
-        ais_steps=[2, 20],
+        ais_steps=[2, steps],
         ais_chains=8,
+        ais_initial=initial,
         bdmc_examples=8,
     )
     with chdir(workspace):
         inference_gap.main()
         ais_stage.main()
     metrics = json.loads((workspace / ais_stage.METRICS).read_text())
-    assert metrics["examples"] == 20 and metrics["steps"] == 20
+    assert metrics["examples"] == 20 and metrics["steps"] == steps
+    assert metrics["initial"] == initial and metrics["chains"] == 8
     assert metrics["quadrature_examples"] == 20  # latent 2: the exact log p(x) of each image
     assert metrics["mean_abs_ais_minus_quadrature"] < metrics["mean_abs_is_minus_quadrature"] + 0.5
     assert metrics["bdmc_lower"] <= metrics["bdmc_upper"] + 0.05
@@ -152,7 +157,7 @@ def test_stage_writes_the_estimate_the_comparisons_and_the_curve(fixture_model):
     assert metrics["ais_log_px"] == pytest.approx(estimates["log_px_ais"].mean(), abs=1e-3)
     curve = (workspace / ais_stage.CURVE).read_text().splitlines()
     assert curve[0].startswith("steps,ais_log_px,acceptance,seconds,bdmc_lower,bdmc_upper")
-    assert [line.split(",")[0] for line in curve[1:]] == ["2", "20"]
+    assert [line.split(",")[0] for line in curve[1:]] == ["2", str(steps)]
     per_image = (workspace / ais_stage.PER_IMAGE).read_text().splitlines()
     assert (
         per_image[0] == "test_index,digit,log_px_ais,log_px_is,acceptance" and len(per_image) == 21

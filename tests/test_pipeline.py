@@ -65,6 +65,9 @@ def test_repro_from_scratch_runs_every_stage_once_then_nothing(reproduced):
     ran = stages_run(first)
     assert sorted(ran) == sorted(STAGES), ran
     assert ran.index("fetch") < ran.index("prepare") < ran.index("train") < ran.index("evaluate")
+    # pictures first: the cheap stages that draw come right after train, the estimators last
+    pictures, estimators = ("figures", "explorer"), ("evaluate", "inference_gap", "ais")
+    assert max(map(ran.index, pictures)) < min(map(ran.index, estimators)), ran
     for path in (
         "data/raw/mnist/train_images.npy",
         "data/prepared/info.json",
