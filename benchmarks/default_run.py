@@ -36,7 +36,7 @@ from latent.plumbing import devices  # noqa: E402
 from latent.plumbing.pipeline import stages  # noqa: E402
 
 RECORDS = REPO / "benchmarks" / "default_run.csv"
-FIXED = ["date", "cpu", "isa", "commit"]
+FIXED = ["date", "cpu", "vector", "isa", "commit"]
 
 
 def columns() -> list[str]:
@@ -68,6 +68,25 @@ def timed_repro(clone: Path, env: dict) -> dict[str, float]:
     return seconds
 
 
+def vector_instructions() -> str:
+    """The widest x86 vector instruction set the CPU has (from /proc/cpuinfo's flags)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
+
+
+def cpu_words(row: dict[str, str]) -> str:
+    """'Intel Xeon (2 threads, AVX-512)' from a record."""
+    name = re.sub(r"\(R\)|\(TM\)| Processor|^CPU: ", "", row["cpu"]).strip()
+    return f"{name[:-1]}, {row['vector']})" if name.endswith(")") else f"{name} ({row['vector']})"
+
+
+def isa_words(row: dict[str, str]) -> str:
+    return "as the CPU has" if row["isa"] == "host" else f"capped at {row['isa']}"
+
+
 def record(isa: str | None) -> dict[str, str]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
@@ -85,6 +104,7 @@ def record(isa: str | None) -> dict[str, str]:
     row = {
         "date": datetime.date.today().isoformat(),
         "cpu": devices.describe(),
+        "vector": vector_instructions(),
         "isa": isa or "host",
         "commit": commit,
         **{name: f"{value:.0f}" for name, value in seconds.items()},
@@ -106,11 +126,11 @@ def read_records() -> list[dict[str, str]]:
 def table(rows: list[dict[str, str]]) -> str:
     """Markdown: a row per record, seconds per stage and the total in minutes and seconds."""
     names = [name for name in stages() if any(row.get(name) for row in rows)]
-    head = ["date", "CPU", "XLA instruction set", *names, "total"]
+    head = ["date", "CPU", "XLA's vector instructions", *names, "total"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         total = int(row["total"])
-        cells = [row["date"], row["cpu"], row["isa"], *(row.get(s) or "–" for s in names)]
+        cells = [row["date"], cpu_words(row), isa_words(row), *(row.get(s) or "–" for s in names)]
         lines.append("| " + " | ".join([*cells, f"{total // 60} min {total % 60:02d} s"]) + " |")
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@
 #                                       and 5000 on the 10k test set)
 #   IWAE50=1 bash benchmarks/gpu.sh     and then the IWAE k = 50 run on dynamic binarization with
 #                                       Burda et al.'s full schedule (3,280 epochs; hours)
-# It installs TensorFlow's CUDA build into .venv-gpu (README, "Running on a GPU") and stops with
+# It installs TensorFlow's CUDA build into .venv-gpu (docs/reproducibility.md, "Running on a GPU") and stops with
 # a message where TensorFlow sees no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."

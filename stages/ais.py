@@ -177,8 +177,11 @@ def main() -> None:
             "acceptance": values["acceptance"],
         }
     )
+    exact = None
+    if metrics.get("quadrature_examples") == count:  # every image has its exact log p(x)
+        exact = metrics["ais_log_px"] - metrics["ais_minus_quadrature"]
     figure = ais_figures.steps_figure(
-        curve, metrics["is_log_px"], config["eval_samples"], count, config["bdmc_examples"]
+        curve, metrics["is_log_px"], config["eval_samples"], count, config["bdmc_examples"], exact
     )
     with StagedOutputs() as out:
         out.json(METRICS, metrics)

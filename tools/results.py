@@ -1,17 +1,19 @@
-"""The results table: results/results.csv (git-tracked, one row per result) and the README's
-tables generated from it.
+"""The results tables: results/results.csv (git-tracked, one row per result), the published
+numbers of results/published.csv, and the generated blocks of the README and docs/ made from
+them (and from metrics/ and benchmarks/default_run.csv).
 
     python tools/results.py add NAME --command "dvc exp run ..." [--exp EXP] [--rev REV]
         a row from an experiment's params and metrics (``dvc exp show --json``), or, without
         --exp, from the workspace's params.yaml and metrics/ (e.g. after dvc repro)
-    python tools/results.py readme      rewrite the README's results and reproduction blocks
-    python tools/results.py check       exit 1 if the README's blocks differ from results.csv
+    python tools/results.py tables      rewrite every generated block (README.md, docs/*.md)
+    python tools/results.py check       exit 1 if a generated block is not current
     python tools/results.py compare A B
         two experiments' per-image estimates on the test images both have (the ais and
         inference_gap stages' data/estimates/, read from DVC's cache): each mean and the mean
         difference A - B with its paired standard error over the images
 
-tests/test_readme.py runs the check.
+A generated block stands between ``<!-- NAME: tools/results.py -->`` and
+``<!-- end of generated block -->``; tests/test_docs.py runs the check.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from latent.plumbing import params as params_model  # noqa: E402
 from latent.plumbing.pipeline import stage_params  # noqa: E402
 
 RESULTS = REPO / "results" / "results.csv"
+PUBLISHED = REPO / "results" / "published.csv"
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+METRICS = REPO / "metrics"
 # what made the model: every param of prepare and train, in the params model's order
 PARAM_COLUMNS = [
     key for key in params_model.KEYS if key in stage_params("prepare") + stage_params("train")
@@ -62,11 +67,15 @@ COLUMNS = [
     "device",
     "command",
 ]
-BLOCKS = {
-    "results": "<!-- results table: tools/results.py -->",
-    "reproduce": "<!-- reproduction commands: tools/results.py -->",
-}
 END = "<!-- end of generated block -->"
+# the results table's groups that the README's headline table shows, in its order
+HEADLINE = [
+    "default",
+    "iaf-default",
+    "static-iwae5-dreg-wd003-150",
+    "dyn-iwae5-dreg-600",
+    "dyn-iwae5-iaf-600",
+]
 
 
 def param_value(params: dict, key: str):
@@ -294,16 +303,163 @@ def reproduce_block(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def generated(rows: list[dict]) -> dict[str, str]:
-    return {"results": results_block(rows), "reproduce": reproduce_block(rows)}
+def read_published() -> list[dict]:
+    with open(PUBLISHED, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
-def readme_blocks(text: str) -> dict[str, str]:
-    blocks = {}
-    for key, marker in BLOCKS.items():
-        if marker in text:
-            blocks[key] = text.split(marker, 1)[1].split(END, 1)[0].strip()
-    return blocks
+def published_block(published: list[dict]) -> str:
+    lines = ["| model | binarization | test NLL | k | source |", "|---|---|---|---|---|"]
+    for p in published:
+        lines.append(
+            f"| {p['model']} | {p['binarization']} | {p['test_nll']} | {p['k']} | {p['source']} |"
+        )
+    return "\n".join(lines)
+
+
+def nll_words(group: list[dict]) -> str:
+    """Test NLL = -log p(x): one row's, or mean ± sd (n seeds)."""
+    values = [-float(row["test_log_px"]) for row in group]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
+
+
+def headline_block(rows: list[dict], published: list[dict]) -> str:
+    """The README's table: the HEADLINE rows of results.csv and the published numbers marked
+    headline, in one table."""
+    groups = {group_name(group): group for group in seed_groups(rows)}
+    lines = [
+        "| | model | binarization | training | test NLL | k |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in HEADLINE:
+        group = groups[name]
+        row = group[0]
+        lines.append(
+            f"| [`{name}`](docs/results.md#the-results-table) | {model_words(row)} "
+            f"| {row['binarization']} | {training_words(row)} | **{nll_words(group)}** "
+            f"| {row['k']} |"
+        )
+    for p in published:
+        if p["headline"] == "yes":
+            lines.append(
+                f"| [{p['cite']}](docs/results.md#published-numbers) | {p['model']} "
+                f"| {p['binarization']} | – | {p['test_nll']} | {p['k']} |"
+            )
+    return "\n".join(lines)
+
+
+def read_metrics(name: str) -> dict:
+    return json.loads((METRICS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def signed(value: float, digits: int = 2) -> str:
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def default_ais_block(ais: dict) -> str:
+    """The default run's AIS against quadrature and IS, from metrics/ais.json."""
+    exact = ais["ais_log_px"] - ais["ais_minus_quadrature"]
+    worst = ais["worst_image_ais_minus_quadrature"]
+    spread = ais["ais_minus_quadrature_standard_error"]
+    return "\n".join(
+        [
+            f"| first {ais['examples']} test images, nats per image | mean | − quadrature "
+            "(± se) | mean \\|− quadrature\\| | worst image |",
+            "|---|---|---|---|---|",
+            f"| log p(x) by quadrature (exact) | {number(exact)} | – | – | – |",
+            f"| AIS from the {ais['initial']}, {ais['chains']} chains, {ais['steps']} steps "
+            f"| {number(ais['ais_log_px'])} | {signed(ais['ais_minus_quadrature'])} ± "
+            f"{spread:.2f} | {ais['mean_abs_ais_minus_quadrature']:.2f} "
+            f"| {signed(worst['difference'])} (image {worst['image']}) |",
+            f"| IS, k = {ais['eval_samples']}, from the encoder | {number(ais['is_log_px'])} "
+            f"| {signed(ais['is_log_px'] - exact)} | {ais['mean_abs_is_minus_quadrature']:.2f} "
+            "| – |",
+        ]
+    )
+
+
+def timings() -> list[dict]:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import default_run
+
+    return default_run.read_records()
+
+
+def budget_block(records: list[dict]) -> str:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import default_run
+
+    return default_run.table(records)
+
+
+def minutes_seconds(seconds: str) -> str:
+    total = int(seconds)
+    return f"{total // 60} min {total % 60:02d} s"
+
+
+def quickstart_block(records: list[dict]) -> str:
+    """One line: the latest default-run time of each XLA cap on record."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import default_run
+
+    latest = {(r["cpu"], r["vector"], r["isa"]): r for r in records}
+    parts = [
+        f"{minutes_seconds(r['total'])} on an {default_run.cpu_words(r)}"
+        + ("" if r["isa"] == "host" else f" with XLA {default_run.isa_words(r)}")
+        for r in latest.values()
+    ]
+    return (
+        f"It takes {'; '.join(parts)} (package installation not counted; "
+        "[the budget](docs/pipeline.md#the-default-runs-time-budget))."
+    )
+
+
+def generated() -> dict[str, tuple[Path, str]]:
+    """Every generated block: marker name -> (the file it stands in, its text)."""
+    rows, published, records = read_rows(), read_published(), timings()
+    results_md, pipeline_md = DOCS / "results.md", DOCS / "pipeline.md"
+    return {
+        "headline table": (README, headline_block(rows, published)),
+        "default run time": (README, quickstart_block(records)),
+        "results table": (results_md, results_block(rows)),
+        "reproduction commands": (results_md, reproduce_block(rows)),
+        "published numbers": (results_md, published_block(published)),
+        "default run timings": (pipeline_md, budget_block(records)),
+        "default run AIS": (DOCS / "ais.md", default_ais_block(read_metrics("ais"))),
+    }
+
+
+def marker(name: str) -> str:
+    return f"<!-- {name}: tools/results.py -->"
+
+
+def block_in(text: str, name: str) -> str | None:
+    """The text of the block ``name`` in ``text``, None where it has no such block."""
+    if marker(name) not in text:
+        return None
+    return text.split(marker(name), 1)[1].split(END, 1)[0].strip()
+
+
+def stale_blocks() -> list[str]:
+    """'file: block' for every generated block that is missing or not current."""
+    stale = []
+    for name, (path, block) in generated().items():
+        if block_in(path.read_text(encoding="utf-8"), name) != block:
+            stale.append(f"{path.relative_to(REPO)}: {name}")
+    return stale
+
+
+def rewrite_blocks() -> None:
+    for name, (path, block) in generated().items():
+        text = path.read_text(encoding="utf-8")
+        if marker(name) not in text:
+            raise SystemExit(
+                f"{path.relative_to(REPO)} has no {marker(name)}: add it, then run again"
+            )
+        before, rest = text.split(marker(name), 1)
+        path.write_text(f"{before}{marker(name)}\n{block}\n{END}{rest.split(END, 1)[1]}", "utf-8")
 
 
 # per-image estimates that two experiments can be compared on: (file, column, words); a pair
@@ -317,6 +473,7 @@ PER_IMAGE = [
         "AIS - IS, how loose IS from q is",
     ),
     ("data/estimates/inference_gap.csv", "log_px", "log p(x), IS from the better of q and q*"),
+    ("data/estimates/inference_gap.csv", "log_px_quadrature", "log p(x), quadrature (latent 2)"),
     ("data/estimates/inference_gap.csv", "elbo_amortized", "ELBO[q]"),
     ("data/estimates/inference_gap.csv", "elbo_refined", "ELBO[q*]"),
 ]
@@ -402,15 +559,6 @@ def compare(name_a: str, name_b: str) -> list[str]:
     return lines
 
 
-def rewrite_readme(rows: list[dict]) -> None:
-    text = README.read_text(encoding="utf-8")
-    for key, block in generated(rows).items():
-        marker = BLOCKS[key]
-        before, rest = text.split(marker, 1)
-        text = f"{before}{marker}\n{block}\n{END}{rest.split(END, 1)[1]}"
-    README.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="action", required=True)
@@ -419,8 +567,8 @@ def main() -> None:
     add.add_argument("--command", required=True, help="the exact command that produced it")
     add.add_argument("--exp", help="the experiment (dvc exp show); default: the workspace")
     add.add_argument("--rev", help="the commit the experiment is based on (default: all)")
-    commands.add_parser("readme", help="rewrite the README's generated blocks")
-    commands.add_parser("check", help="exit 1 if the README's blocks differ from results.csv")
+    commands.add_parser("tables", help="rewrite every generated block of README.md and docs/")
+    commands.add_parser("check", help="exit 1 if a generated block is not current")
     pair = commands.add_parser("compare", help="two experiments, image by image")
     pair.add_argument("a", help="an experiment's name (dvc exp show)")
     pair.add_argument("b", help="the other experiment's name")
@@ -439,13 +587,10 @@ def main() -> None:
             rows.append(row)
         write_rows(rows)
         print(f"{RESULTS.relative_to(REPO)}: {args.name}: test log p(x) {row['test_log_px']}")
-    elif args.action == "readme":
-        rewrite_readme(rows)
-    elif readme_blocks(README.read_text(encoding="utf-8")) != generated(rows):
-        raise SystemExit(
-            "README.md's results blocks differ from results/results.csv: "
-            "run python tools/results.py readme"
-        )
+    elif args.action == "tables":
+        rewrite_blocks()
+    elif stale := stale_blocks():
+        raise SystemExit(f"not current: {', '.join(stale)}: run python tools/results.py tables")
 
 
 if __name__ == "__main__":

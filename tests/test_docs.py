@@ -1,11 +1,25 @@
-"""The README's commands stay true: CI runs its test command, its -S keys exist, its images too."""
+"""The README and the pages of docs/ stay true: the quickstart is two commands and CI runs the
+test one, every -S key exists, every image and relative link (with its #anchor) resolves, every
+generated block is current, the README is an entry point of at most 250 lines that links every
+page, and each page opens with a summary."""
 
 import re
+from pathlib import Path
+
+import pytest
+import yaml
 
 from latent.plumbing import params
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
+PAGES = sorted((REPO / "docs").glob("*.md"))
+DOCUMENTS = [REPO / "README.md", *PAGES]
+
+
+def prose(path: Path) -> str:
+    """The Markdown of ``path`` without its fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
 
 
 def quickstart_commands() -> list[str]:
@@ -29,15 +43,66 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert quickstart_commands()[1] in ci_lines
 
 
-def test_every_overridden_key_in_the_readme_exists():
-    keys = set(re.findall(r"-S '?(\w+)=", README))
-    assert {"latent_dim", "binarization", "hidden_units"} <= keys
-    assert keys <= set(params.KEYS)
+def test_the_readme_is_an_entry_point_that_links_every_page():
+    assert len(README.splitlines()) <= 250
+    for page in PAGES:
+        assert f"(docs/{page.name}" in README, page.name
 
 
-def test_images_in_the_readme_exist():
-    for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
-        assert (REPO / path).exists(), path
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_each_page_opens_with_a_summary(path):
+    """A title, then a paragraph of prose (not a list, table, code or another heading)."""
+    blocks = [b for b in path.read_text().split("\n\n") if b.strip()]
+    assert blocks[0].startswith("# ") and "\n" not in blocks[0].strip()
+    first = blocks[1].lstrip()
+    assert not first.startswith(("#", "-", "|", "```", "<!--", "!")) and len(first) > 200
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.name)
+def test_every_overridden_key_exists(path):
+    keys = set(re.findall(r"-S '?(\w+)=", path.read_text()))
+    assert keys <= set(params.KEYS), keys - set(params.KEYS)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} (.+)$", prose(path), re.M):
+        name = slug(heading)
+        found.add(name if name not in seen else f"{name}-{seen[name]}")
+        seen[name] = seen.get(name, 0) + 1
+    return found
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.name)
+def test_relative_links_images_and_anchors_resolve(path):
+    targets = re.findall(r"\]\(([^)\s]+)\)", prose(path))
+    assert targets
+    for target in targets:
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        assert linked.exists(), f"{path.name}: {target}"
+        if anchor:
+            assert anchor in anchors(linked), f"{path.name}: {target}"
+
+
+def test_the_param_defaults_in_the_pipeline_page_are_params_yaml():
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
+    section = (REPO / "docs" / "pipeline.md").read_text().split("## The params", 1)[1]
+    table = section.split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", table, re.M))
+    assert set(rows) == set(defaults)
+    for key, shown in rows.items():
+        value = defaults[key]
+        expected = str(value).lower() if isinstance(value, bool) else str(value)
+        assert shown.strip().strip("`").replace(", ", ",") == expected.replace(", ", ","), key
 
 
 def results_tool():
@@ -49,11 +114,12 @@ def results_tool():
     return results
 
 
-def test_the_results_tables_are_generated_from_results_csv():
+def test_every_generated_block_is_current():
+    """The tables of README.md and docs/ are those tools/results.py makes from results.csv,
+    published.csv, metrics/ and benchmarks/default_run.csv."""
     results = results_tool()
-    rows = results.read_rows()
-    assert rows and all(row["command"] for row in rows)
-    assert results.readme_blocks(README) == results.generated(rows)
+    assert all(row["command"] for row in results.read_rows())
+    assert results.stale_blocks() == []
 
 
 def test_a_row_from_an_experiment_older_than_weight_decay_says_none_and_renders():
