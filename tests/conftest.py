@@ -11,6 +11,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.linear_gaussian import linear_gaussian  # noqa: E402, F401  (a fixture)
 
+# The session's tiny pipeline is reproduced once, by the first module that asks
+# (tests/repos.py), while any other module that asks waits on a file lock. test_pipeline.py
+# builds it, so it goes first; test_remote.py, the other module that copies it, goes after a few
+# minutes of other modules, when the build is done, instead of idling its worker.
+# (pytest.ini turns off xdist's reordering by test count, which would undo this.)
+BUILDS_THE_PIPELINE = "test_pipeline.py"
+COPIES_IT_LATER = ("test_remote.py", "test_explorer.py")  # after this module
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        if name == BUILDS_THE_PIPELINE:
+            return ("",)
+        if name == COPIES_IT_LATER[0]:
+            return (COPIES_IT_LATER[1], 1)
+        return (name, 0)
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
+
 
 @pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch):
