@@ -2,8 +2,12 @@
 
 Reads data/prepared/. Writes
   models/           the networks and the posterior snapshots (``latent.records.model_files``)
-  dvclive/          per-epoch curves (dvc plots, dvc exp show; ``latent.records.history``)
+  dvclive/          per-epoch curves (dvc plots, dvc exp show; ``latent.records.history``),
+                    in place after every epoch, so that `dvc plots show`, DVC's VS Code extension
+                    and DVC Studio see a run while it trains; a run that fails or is killed may
+                    leave the curves of its completed epochs there (resuming appends to them)
   metrics/train.json  the kept epoch's valid bound, epochs, timings and device (no stage reads it)
+Every output but dvclive/ is written all at once at the end (``latent.records.atomic``).
 Training (``latent.training.fit``) stops early after ``patience`` epochs without improvement; a
 run that is killed resumes from its last completed epoch when the stage runs again with the same
 params, code and data (``latent.records.backup``).
@@ -34,9 +38,8 @@ def main() -> None:
     strategy = devices.choose_strategy()
     backup = TrainingBackup.for_run(config, train, valid, test)
     with StagedOutputs() as out:
-        live_dir = out.directory(history.LIVE)
         snapshot_images = test.images[indices].astype(np.float32)
-        run = fit(config, train, valid, snapshot_images, strategy, live_dir, backup=backup)
+        run = fit(config, train, valid, snapshot_images, strategy, history.LIVE, backup=backup)
         metrics = training_metrics(run)
         models = out.directory(model_files.MODELS)
         networks = run.model.networks

@@ -166,7 +166,15 @@ def test_ctrl_c_ends_training_within_seconds_with_one_line_and_keeps_the_backup(
     assert stderr.splitlines()[-1] == "interrupted"
     assert "Traceback" not in stderr
     assert leftovers(workspace) == [] and not (workspace / "models").exists()
-    assert list((workspace / backup.BACKUPS).glob("*/state.json"))  # run again to resume
+    saved = list((workspace / backup.BACKUPS).glob("*/state.json"))  # run again to resume
+    assert saved
+    # the curves are written in place: the completed epochs' rows are in dvclive/ (the saved
+    # state's, or one more where the interrupt fell between the curves and the backup)
+    epochs = json.loads(saved[0].read_text())["epoch"]
+    curves = sorted((workspace / "dvclive" / "plots" / "metrics").rglob("*.tsv"))
+    rows = {len(path.read_text().splitlines()) - 1 for path in curves}  # less the header
+    assert {"elbo.tsv", "kl.tsv"} <= {path.name for path in curves}
+    assert len(rows) == 1 and rows.pop() in (epochs, epochs + 1), rows
 
 
 def test_ctrl_c_while_the_backup_is_written_waits_for_the_whole_state(tmp_path, monkeypatch):

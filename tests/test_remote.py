@@ -450,6 +450,32 @@ def test_pulling_only_the_networks_reruns_what_is_missing_never_train(machines, 
     assert UP_TO_DATE in dvc(fresh, "status").stdout
 
 
+def test_the_networks_are_an_artifact_that_dvc_artifacts_get_fetches(machines, tmp_path):
+    """dvc.yaml declares models/ as the artifact vae-mnist; the publisher registers a version
+    (a GTO tag, vae-mnist@v1.0.0, pushed to origin). From an empty directory, ``dvc artifacts
+    get`` of the Git remote fetches the networks of the latest version from its DVC remote, byte
+    for byte, and they load with the README's snippet in a fresh process, no repository around."""
+    from tests.conftest import REPO
+
+    artifact = yaml.safe_load((machines.publisher / "dvc.yaml").read_text())["artifacts"]
+    assert artifact["vae-mnist"]["type"] == "model" and artifact["vae-mnist"]["path"] == "models"
+    version = "vae-mnist@v1.0.0"
+    if version not in git(machines.publisher, "tag", "--list"):  # the remote is only added to
+        git(machines.publisher, "tag", "-a", version, "-m", "Registering vae-mnist v1.0.0")
+        git(machines.publisher, "push", "-q", "origin", version)
+    empty = Repo(tmp_path / "empty", machines.publisher.env)
+    empty.path.mkdir()
+    dvc(empty, "artifacts", "get", str(machines.origin), "vae-mnist")
+    assert files(empty, "models") == files(machines.publisher, "models")
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Using the trained networks without this repository", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    script = "import numpy as np\nx = np.zeros((3, 784), np.float32)\n" + snippet
+    script += "print(tuple(loc.shape), tuple(p_x_given_z.logits.shape))\n"
+    loaded = run(empty, sys.executable, "-c", script)
+    assert loaded.stdout.split("\n")[-2] == "(3, 2) (3, 784)"
+
+
 def test_an_unreachable_remote_fails_the_pull_and_changes_nothing(machines, tmp_path):
     """With the default remote at a port nobody listens on, ``dvc pull`` exits 1 and the workspace
     and cache are exactly as before. DVC's HTTP remote cannot tell "unreachable" from "does not
