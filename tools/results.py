@@ -271,36 +271,51 @@ def epochs_words(group: list[dict]) -> str:
     return f"{span(runs)} ({span(best)})"
 
 
+def markdown_table(head: list[str], rows: list[list]) -> str:
+    """A Markdown table: the header, its rule, a line per row."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+RESULTS_HEAD = [
+    "name", "model", "binarization", "training", "seeds", "epochs (best)", "test ELBO",
+    "test log p(x)", "k", "AIS − IS", "active units", "approx. gap", "amort. gap",
+    "train + eval", "device",
+]  # fmt: skip
+
+
 def results_block(rows: list[dict]) -> str:
-    lines = [
-        "| name | model | binarization | training | seeds | epochs (best) | test ELBO "
-        "| test log p(x) | k | AIS − IS | active units | approx. gap | amort. gap "
-        "| train + eval | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = []
     for group in seed_groups(rows):
         row = group[0]
-        seeds = ", ".join(str(r["seed"]) for r in group)
-        mean_minutes = statistics.mean(minutes(r) for r in group)
-        devices = ", ".join(sorted({r["device"] for r in group}))
         lines.append(
-            f"| {group_name(group)} | {model_words(row)} | {row['binarization']} "
-            f"| {training_words(row)} | {seeds} | {epochs_words(group)} "
-            f"| {spread(group, 'test_elbo')} | {spread(group, 'test_log_px')} | {row['k']} "
-            f"| {ais_words(group)} | {spread(group, 'active_units', 0)} "
-            f"| {spread(group, 'approximation_gap')} | {spread(group, 'amortization_gap')} "
-            f"| {mean_minutes:.0f} min | {devices} |"
+            [
+                group_name(group),
+                model_words(row),
+                row["binarization"],
+                training_words(row),
+                ", ".join(str(r["seed"]) for r in group),
+                epochs_words(group),
+                spread(group, "test_elbo"),
+                spread(group, "test_log_px"),
+                row["k"],
+                ais_words(group),
+                spread(group, "active_units", 0),
+                spread(group, "approximation_gap"),
+                spread(group, "amortization_gap"),
+                f"{statistics.mean(minutes(r) for r in group):.0f} min",
+                ", ".join(sorted({r["device"] for r in group})),
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(RESULTS_HEAD, lines)
 
 
 def reproduce_block(rows: list[dict]) -> str:
-    lines = ["| name | command | train + eval | device |", "|---|---|---|---|"]
-    for row in rows:
-        lines.append(
-            f"| {row['name']} | `{row['command']}` | {minutes(row):.0f} min | {row['device']} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        ["name", "command", "train + eval", "device"],
+        [[r["name"], f"`{r['command']}`", f"{minutes(r):.0f} min", r["device"]] for r in rows],
+    )
 
 
 def read_published() -> list[dict]:
@@ -309,12 +324,10 @@ def read_published() -> list[dict]:
 
 
 def published_block(published: list[dict]) -> str:
-    lines = ["| model | binarization | test NLL | k | source |", "|---|---|---|---|---|"]
-    for p in published:
-        lines.append(
-            f"| {p['model']} | {p['binarization']} | {p['test_nll']} | {p['k']} | {p['source']} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        ["model", "binarization", "test NLL", "k", "source"],
+        [[p["model"], p["binarization"], p["test_nll"], p["k"], p["source"]] for p in published],
+    )
 
 
 def nll_words(group: list[dict]) -> str:
@@ -329,25 +342,30 @@ def headline_block(rows: list[dict], published: list[dict]) -> str:
     """The README's table: the HEADLINE rows of results.csv and the published numbers marked
     headline, in one table."""
     groups = {group_name(group): group for group in seed_groups(rows)}
-    lines = [
-        "| | model | binarization | training | test NLL | k |",
-        "|---|---|---|---|---|---|",
+    ours = [
+        [
+            f"[`{name}`](docs/results.md#the-results-table)",
+            model_words(groups[name][0]),
+            groups[name][0]["binarization"],
+            training_words(groups[name][0]),
+            f"**{nll_words(groups[name])}**",
+            groups[name][0]["k"],
+        ]
+        for name in HEADLINE
     ]
-    for name in HEADLINE:
-        group = groups[name]
-        row = group[0]
-        lines.append(
-            f"| [`{name}`](docs/results.md#the-results-table) | {model_words(row)} "
-            f"| {row['binarization']} | {training_words(row)} | **{nll_words(group)}** "
-            f"| {row['k']} |"
-        )
-    for p in published:
-        if p["headline"] == "yes":
-            lines.append(
-                f"| [{p['cite']}](docs/results.md#published-numbers) | {p['model']} "
-                f"| {p['binarization']} | – | {p['test_nll']} | {p['k']} |"
-            )
-    return "\n".join(lines)
+    theirs = [
+        [
+            f"[{p['cite']}](docs/results.md#published-numbers)",
+            p["model"],
+            p["binarization"],
+            "–",
+            p["test_nll"],
+            p["k"],
+        ]
+        for p in published
+        if p["headline"] == "yes"
+    ]
+    return markdown_table(["", "model", "binarization", "training", "test NLL", "k"], ours + theirs)
 
 
 def read_metrics(name: str) -> dict:
@@ -363,20 +381,32 @@ def default_ais_block(ais: dict) -> str:
     exact = ais["ais_log_px"] - ais["ais_minus_quadrature"]
     worst = ais["worst_image_ais_minus_quadrature"]
     spread = ais["ais_minus_quadrature_standard_error"]
-    return "\n".join(
+    head = [
+        f"first {ais['examples']} test images, nats per image",
+        "mean",
+        "− quadrature (± se)",
+        "mean \\|− quadrature\\|",
+        "worst image",
+    ]
+    return markdown_table(
+        head,
         [
-            f"| first {ais['examples']} test images, nats per image | mean | − quadrature "
-            "(± se) | mean \\|− quadrature\\| | worst image |",
-            "|---|---|---|---|---|",
-            f"| log p(x) by quadrature (exact) | {number(exact)} | – | – | – |",
-            f"| AIS from the {ais['initial']}, {ais['chains']} chains, {ais['steps']} steps "
-            f"| {number(ais['ais_log_px'])} | {signed(ais['ais_minus_quadrature'])} ± "
-            f"{spread:.2f} | {ais['mean_abs_ais_minus_quadrature']:.2f} "
-            f"| {signed(worst['difference'])} (image {worst['image']}) |",
-            f"| IS, k = {ais['eval_samples']}, from the encoder | {number(ais['is_log_px'])} "
-            f"| {signed(ais['is_log_px'] - exact)} | {ais['mean_abs_is_minus_quadrature']:.2f} "
-            "| – |",
-        ]
+            ["log p(x) by quadrature (exact)", number(exact), "–", "–", "–"],
+            [
+                f"AIS from the {ais['initial']}, {ais['chains']} chains, {ais['steps']} steps",
+                number(ais["ais_log_px"]),
+                f"{signed(ais['ais_minus_quadrature'])} ± {spread:.2f}",
+                f"{ais['mean_abs_ais_minus_quadrature']:.2f}",
+                f"{signed(worst['difference'])} (image {worst['image']})",
+            ],
+            [
+                f"IS, k = {ais['eval_samples']}, from the encoder",
+                number(ais["is_log_px"]),
+                signed(ais["is_log_px"] - exact),
+                f"{ais['mean_abs_is_minus_quadrature']:.2f}",
+                "–",
+            ],
+        ],
     )
 
 
