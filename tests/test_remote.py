@@ -13,8 +13,10 @@ to, so that each test also passes alone. The HTTP remote is the storage director
 
 import csv
 import hashlib
+import io
 import json
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -316,6 +318,28 @@ def test_one_machine_sees_both_experiments_and_gets_a1s_networks_without_trainin
             made["a1"].evaluate["test_log_px"],
             made["b1"].evaluate["test_log_px"],
         )
+    finally:
+        reset(b)
+
+
+def test_the_readmes_exp_show_command_prints_a_few_columns_best_first(machines, experiments):
+    """The README's ``dvc exp show`` command, on B where b1 ran and a1 is pulled: at most 15
+    columns (``dvc exp show`` alone has over a hundred on this pipeline), the two experiments,
+    the best test log p(x) first."""
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text().replace("\\\n", " ")
+    command = shlex.split(re.search(r"^(dvc exp show .*?)\s+#", readme, re.M).group(1))
+    b = machines.b
+    try:
+        dvc(b, "exp", "pull", "origin", "a1")
+        assert len(next(csv.reader(io.StringIO(dvc(b, "exp", "show", "--csv").stdout)))) > 100
+        rows = list(csv.reader(io.StringIO(dvc(b, *command[1:], "--csv").stdout)))
+        assert len(rows[0]) <= 15, rows[0]
+        column = rows[0].index("test_log_px")
+        shown = [(row[0], float(row[column])) for row in rows[1:] if row[0]]
+        assert sorted(name for name, _ in shown) == ["a1", "b1"]
+        assert [value for _, value in shown] == sorted((value for _, value in shown), reverse=True)
     finally:
         reset(b)
 
