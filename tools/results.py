@@ -32,6 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import default_run  # noqa: E402
 from latent.plumbing import params as params_model  # noqa: E402
 from latent.plumbing.pipeline import stage_params  # noqa: E402
 
@@ -410,20 +411,6 @@ def default_ais_block(ais: dict) -> str:
     )
 
 
-def timings() -> list[dict]:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import default_run
-
-    return default_run.read_records()
-
-
-def budget_block(records: list[dict]) -> str:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import default_run
-
-    return default_run.table(records)
-
-
 def minutes_seconds(seconds: str) -> str:
     total = int(seconds)
     return f"{total // 60} min {total % 60:02d} s"
@@ -431,9 +418,6 @@ def minutes_seconds(seconds: str) -> str:
 
 def quickstart_block(records: list[dict]) -> str:
     """One line: the latest default-run time of each XLA cap on record."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import default_run
-
     latest = {(r["cpu"], r["vector"], r["isa"]): r for r in records}  # the last of each
     latest = dict(sorted(latest.items(), key=lambda item: item[1]["isa"] != "host"))
     parts = [
@@ -449,7 +433,7 @@ def quickstart_block(records: list[dict]) -> str:
 
 def generated() -> dict[str, tuple[Path, str]]:
     """Every generated block: marker name -> (the file it stands in, its text)."""
-    rows, published, records = read_rows(), read_published(), timings()
+    rows, published, records = read_rows(), read_published(), default_run.read_records()
     results_md, pipeline_md = DOCS / "results.md", DOCS / "pipeline.md"
     return {
         "headline table": (README, headline_block(rows, published)),
@@ -457,7 +441,7 @@ def generated() -> dict[str, tuple[Path, str]]:
         "results table": (results_md, results_block(rows)),
         "reproduction commands": (results_md, reproduce_block(rows)),
         "published numbers": (results_md, published_block(published)),
-        "default run timings": (pipeline_md, budget_block(records)),
+        "default run timings": (pipeline_md, default_run.table(records)),
         "default run AIS": (DOCS / "ais.md", default_ais_block(read_metrics("ais"))),
     }
 
