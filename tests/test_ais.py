@@ -154,6 +154,8 @@ def test_stage_writes_the_estimate_the_comparisons_and_the_curve(fixture_model, 
     estimates = pd.read_csv(workspace / ais_stage.PER_IMAGE)
     with_ais = (estimates["log_px_ais"] - gaps["elbo_refined"]).mean()
     assert metrics["approximation_gap_ais"] == pytest.approx(with_ais, abs=1e-3)
+    exact = gaps["log_px_quadrature"].iloc[:20].mean()
+    assert metrics["quadrature_log_px"] == pytest.approx(exact, abs=1e-3)
     assert metrics["ais_log_px"] == pytest.approx(estimates["log_px_ais"].mean(), abs=1e-3)
     curve = (workspace / ais_stage.CURVE).read_text().splitlines()
     assert curve[0].startswith("steps,ais_log_px,acceptance,seconds,bdmc_lower,bdmc_upper")

@@ -379,7 +379,7 @@ def signed(value: float, digits: int = 2) -> str:
 
 def default_ais_block(ais: dict) -> str:
     """The default run's AIS against quadrature and IS, from metrics/ais.json."""
-    exact = ais["ais_log_px"] - ais["ais_minus_quadrature"]
+    exact = ais["quadrature_log_px"]
     worst = ais["worst_image_ais_minus_quadrature"]
     spread = ais["ais_minus_quadrature_standard_error"]
     head = [
