@@ -16,20 +16,12 @@ from tests.linear_gaussian import linear_gaussian  # noqa: E402, F401  (a fixtur
 # builds it, so it goes first; test_remote.py, the other module that copies it, goes after a few
 # minutes of other modules, when the build is done, instead of idling its worker.
 # (pytest.ini turns off xdist's reordering by test count, which would undo this.)
-BUILDS_THE_PIPELINE = "test_pipeline.py"
-COPIES_IT_LATER = ("test_remote.py", "test_explorer.py")  # after this module
+PLACE = {"test_pipeline.py": ("", 0), "test_remote.py": ("test_explorer.py", 1)}  # sort keys
 
 
 def pytest_collection_modifyitems(items):
-    def rank(item):
-        name = item.path.name
-        if name == BUILDS_THE_PIPELINE:
-            return ("",)
-        if name == COPIES_IT_LATER[0]:
-            return (COPIES_IT_LATER[1], 1)
-        return (name, 0)
-
-    items.sort(key=rank)  # stable: a module's tests keep their order
+    # stable: a module's tests keep their order; the other modules stay in name order
+    items.sort(key=lambda item: PLACE.get(item.path.name, (item.path.name, 0)))
 
 
 @pytest.fixture
