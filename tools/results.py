@@ -212,7 +212,7 @@ def model_words(row: dict) -> str:
 
 def training_words(row: dict) -> str:
     words = row["objective"] + (" DReG" if row["gradient_estimator"] == "dreg" else "")
-    extras = [row["lr_schedule"] if row["lr_schedule"] != "constant" else ""]
+    extras = [f"{row['lr_schedule']} lr schedule" if row["lr_schedule"] != "constant" else ""]
     extras.append(f"warm-up {row['kl_warmup_epochs']}" if int(row["kl_warmup_epochs"]) else "")
     extras.append("EMA" if str(row["ema"]) == "True" else "")
     extras.append(f"weight decay {row['weight_decay']}" if float(row["weight_decay"]) else "")
