@@ -83,6 +83,12 @@ def cpu_words(row: dict[str, str]) -> str:
     return f"{name[:-1]}, {row['vector']})" if name.endswith(")") else f"{name} ({row['vector']})"
 
 
+def minutes_seconds(seconds: str) -> str:
+    """'7 min 05 s' from a record's whole seconds."""
+    total = int(seconds)
+    return f"{total // 60} min {total % 60:02d} s"
+
+
 def isa_words(row: dict[str, str]) -> str:
     return "as the CPU has" if row["isa"] == "host" else f"capped at {row['isa']}"
 
@@ -129,9 +135,8 @@ def table(rows: list[dict[str, str]]) -> str:
     head = ["date", "CPU", "XLA's vector instructions", *names, "total"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        total = int(row["total"])
         cells = [row["date"], cpu_words(row), isa_words(row), *(row.get(s) or "–" for s in names)]
-        lines.append("| " + " | ".join([*cells, f"{total // 60} min {total % 60:02d} s"]) + " |")
+        lines.append("| " + " | ".join([*cells, minutes_seconds(row["total"])]) + " |")
     return "\n".join(lines)
 
 

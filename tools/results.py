@@ -411,17 +411,12 @@ def default_ais_block(ais: dict) -> str:
     )
 
 
-def minutes_seconds(seconds: str) -> str:
-    total = int(seconds)
-    return f"{total // 60} min {total % 60:02d} s"
-
-
 def quickstart_block(records: list[dict]) -> str:
     """One line: the latest default-run time of each XLA cap on record."""
     latest = {(r["cpu"], r["vector"], r["isa"]): r for r in records}  # the last of each
     latest = dict(sorted(latest.items(), key=lambda item: item[1]["isa"] != "host"))
     parts = [
-        f"{minutes_seconds(r['total'])} on an {default_run.cpu_words(r)}"
+        f"{default_run.minutes_seconds(r['total'])} on an {default_run.cpu_words(r)}"
         + ("" if r["isa"] == "host" else f" with XLA {default_run.isa_words(r)}")
         for r in latest.values()
     ]
