@@ -46,11 +46,11 @@ GAP_COLUMNS = ("test_index", "log_px", "log_px_quadrature", "elbo_amortized", "e
 def sampler(config, networks) -> ais.AnnealedImportanceSampler:
     return ais.AnnealedImportanceSampler(
         networks,
-        config["ais_chains"],
-        config["ais_leapfrog_steps"],
-        config["ais_schedule"],
-        config["seed"],
-        initial=config["ais_initial"],
+        config.ais_chains,
+        config.ais_leapfrog_steps,
+        config.ais_schedule,
+        config.seed,
+        initial=config.ais_initial,
     )
 
 
@@ -138,29 +138,27 @@ def comparisons(values, is_log_px, gaps: pd.DataFrame) -> dict:
 def main() -> None:
     config = params.load("ais")
     networks = model_files.load_networks()
-    images, labels = load_split("test").first(config["ais_examples"])
+    images, labels = load_split("test").first(config.ais_examples)
     count = len(images)
     gaps = read_gap_estimates(count)
     start = time.perf_counter()
-    log(f"AIS on {count} test images, {config['ais_chains']} chains, steps {config['ais_steps']}")
+    log(f"AIS on {count} test images, {config.ais_chains} chains, steps {config.ais_steps}")
     estimator = sampler(config, networks)
-    values, rows = forward_curve(estimator, config["ais_steps"], images)
-    is_log_px = ImportanceSampler(networks, config["eval_samples"], config["seed"])(images)[
-        "log_px"
-    ]
+    values, rows = forward_curve(estimator, config.ais_steps, images)
+    is_log_px = ImportanceSampler(networks, config.eval_samples, config.seed)(images)["log_px"]
     metrics = {
         "examples": count,
-        "steps": config["ais_steps"][-1],
-        "chains": config["ais_chains"],
-        "initial": config["ais_initial"],
+        "steps": config.ais_steps[-1],
+        "chains": config.ais_chains,
+        "initial": config.ais_initial,
         "ais_log_px": rows[-1]["ais_log_px"],
         "is_log_px": round(float(is_log_px.mean()), 4),
-        "eval_samples": config["eval_samples"],
+        "eval_samples": config.eval_samples,
         "acceptance": rows[-1]["acceptance"],
         **comparisons(values, is_log_px, gaps),
     }
-    if config["bdmc_examples"]:
-        metrics.update(bdmc_curve(estimator, config["bdmc_examples"], config["seed"], rows))
+    if config.bdmc_examples:
+        metrics.update(bdmc_curve(estimator, config.bdmc_examples, config.seed, rows))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     metrics["device"] = devices.describe()
     log(
@@ -181,7 +179,7 @@ def main() -> None:
     # the exact mean to draw beside AIS's, where every image has its exact log p(x)
     exact = metrics["quadrature_log_px"] if metrics.get("quadrature_examples") == count else None
     figure = ais_figures.steps_figure(
-        curve, metrics["is_log_px"], config["eval_samples"], count, config["bdmc_examples"], exact
+        curve, metrics["is_log_px"], config.eval_samples, count, config.bdmc_examples, exact
     )
     with StagedOutputs() as out:
         out.json(METRICS, metrics)

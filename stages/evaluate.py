@@ -80,8 +80,8 @@ def main() -> None:
     metrics, per_digit = {}, None
     for name, (samples_key, stream) in SPLITS.items():
         split = load_split(name)
-        k = config[samples_key]
-        sampler = ImportanceSampler(networks, k, config["seed"], purpose=stream)
+        k = getattr(config, samples_key)
+        sampler = ImportanceSampler(networks, k, config.seed, purpose=stream)
         values = evaluate_split(sampler, split.images, name)
         metrics.update(split_metrics(name, values))
         log(
@@ -90,12 +90,12 @@ def main() -> None:
         )
         if name == "test":
             per_digit = per_digit_table(split.labels, values)
-            dimensions = active_units.per_dimension(networks, split.images, config["seed"])
+            dimensions = active_units.per_dimension(networks, split.images, config.seed)
     metrics["active_units"] = int(dimensions["active"].sum())
     metrics["active_unit_threshold"] = active_units.ACTIVITY_THRESHOLD
     log(f"{metrics['active_units']} of {len(dimensions)} latent units active")
-    metrics["eval_samples"] = config["eval_samples"]
-    metrics["valid_eval_samples"] = config["valid_eval_samples"]
+    metrics["eval_samples"] = config.eval_samples
+    metrics["valid_eval_samples"] = config.valid_eval_samples
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     metrics["device"] = devices.describe()
     with StagedOutputs() as out:

@@ -25,7 +25,7 @@ def main() -> None:
     networks = model_files.load_networks()
     test = load_split("test")
     page = explorer.page_html(
-        networks, test, config["explorer_points"], config["explorer_samples"], config["seed"]
+        networks, test, config.explorer_points, config.explorer_samples, config.seed
     )
     with StagedOutputs() as out:
         out.file(OUTPUT).write_bytes(page.encode("utf-8"))

@@ -18,9 +18,9 @@ NOT_REQUESTED = "NOT_REQUESTED.txt"
 
 
 def main() -> None:
-    binarization = params.load("fetch_larochelle")["binarization"]
+    config = params.load("fetch_larochelle")
     images = {}
-    if binarization == "larochelle":
+    if config.binarization == "larochelle":
         images = sources.fetch_larochelle(sources.load_sources())
     with StagedOutputs() as out:
         directory = out.directory(RAW_LAROCHELLE)
@@ -33,7 +33,10 @@ def main() -> None:
     if images:
         log(f"wrote {RAW_LAROCHELLE}/: " + ", ".join(f"{k} {len(v)}" for k, v in images.items()))
     else:
-        log(f"binarization is {binarization}: Larochelle's files not requested, nothing fetched")
+        log(
+            f"binarization is {config.binarization}: Larochelle's files not requested, "
+            "nothing fetched"
+        )
 
 
 if __name__ == "__main__":

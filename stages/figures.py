@@ -27,9 +27,7 @@ def main() -> None:
     snapshots = history.load_snapshots(model_files.MODELS)
     test = load_split("test")
     with StagedOutputs() as out, tempfile.TemporaryDirectory() as drawn:
-        pictures.draw_all(
-            networks, test, snapshots, Path(drawn), config["seed"], config["manifold_grid"]
-        )
+        pictures.draw_all(networks, test, snapshots, Path(drawn), config.seed, config.manifold_grid)
         for name in sorted(pictures.SIZES):
             shutil.move(Path(drawn) / name, out.file(OUTPUT / name))
     log(f"wrote {OUTPUT}/: " + ", ".join(sorted(pictures.SIZES)))

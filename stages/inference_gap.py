@@ -52,11 +52,9 @@ QUADRATURE_EXAMPLES = 200  # latent_dim 2: log p(x) by quadrature for this many 
 def refined_gaps(config, networks, images, labels):
     """(gaps, refined q*, refinement curve) of the images."""
     refined = RefinedPosterior(networks, images)
-    curve = refine(
-        refined, images, config["gap_steps"], config["gap_learning_rate"], config["seed"]
-    )
+    curve = refine(refined, images, config.gap_steps, config.gap_learning_rate, config.seed)
     measured = inference_gaps.measure(
-        networks, refined, images, labels, config["gap_samples"], config["seed"]
+        networks, refined, images, labels, config.gap_samples, config.seed
     )
     return measured, refined, curve
 
@@ -83,11 +81,11 @@ def exact_posterior_check(networks, refined, images, gaps):
 def main() -> None:
     config = params.load("inference_gap")
     networks = model_files.load_networks()
-    images, labels = load_split("test").first(config["gap_examples"])
+    images, labels = load_split("test").first(config.gap_examples)
     count = len(images)
     start = time.perf_counter()
     family = "IAF" if networks.has_flow else "Gaussian"
-    log(f"{count} test images, {family} posterior: refining q* for {config['gap_steps']} steps")
+    log(f"{count} test images, {family} posterior: refining q* for {config.gap_steps} steps")
     gaps, refined, curve = refined_gaps(config, networks, images, labels)
     metrics = inference_gaps.gap_metrics(gaps, curve, family)
     log(

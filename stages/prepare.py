@@ -16,14 +16,14 @@ from latent.records.atomic import StagedOutputs, write_json
 def main() -> None:
     config = params.load("prepare")
     raw = datasets.load_raw_mnist()
-    fixed = datasets.load_larochelle() if config["binarization"] == "larochelle" else None
-    log(f"binarization {config['binarization']}, seed {config['binarization_seed']}")
+    fixed = datasets.load_larochelle() if config.binarization == "larochelle" else None
+    log(f"binarization {config.binarization}, seed {config.binarization_seed}")
     splits, encodings = binarization.prepare(
-        raw, config["binarization"], config["binarization_seed"], fixed
+        raw, config.binarization, config.binarization_seed, fixed
     )
     info = {
-        "binarization": config["binarization"],
-        "binarization_seed": config["binarization_seed"],
+        "binarization": config.binarization,
+        "binarization_seed": config.binarization_seed,
         "encoding": encodings,
         "sizes": {name: int(len(images)) for name, (images, _) in splits.items()},
     }

@@ -34,7 +34,7 @@ METRICS = Path("metrics/train.json")
 def main() -> None:
     config = params.load("train")
     train, valid, test = (load_split(name) for name in ("train", "valid", "test"))
-    indices = snapshot_subset(test, config["seed"])
+    indices = snapshot_subset(test, config.seed)
     strategy = devices.choose_strategy()
     backup = TrainingBackup.for_run(config, train, valid, test)
     with StagedOutputs() as out:

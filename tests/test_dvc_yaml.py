@@ -104,7 +104,8 @@ def test_a_stage_reads_its_params_from_dvc_yaml_and_every_listed_key_is_used(sta
     assert f'params.load("{stage}")' in source
     code = "".join(path.read_text() for path in code_of(stage_module(stage)))
     for key in pipeline.stage_params(stage):
-        assert f'"{key}"' in code, f"{stage} lists {key} but its code never reads it"
+        read = f"config.{key}" in code or f'"{key}"' in code  # or getattr(config, "key")
+        assert read, f"{stage} lists {key} but its code never reads it"
 
 
 def test_every_param_is_read_by_some_stage():

@@ -273,7 +273,7 @@ def test_the_pages_own_elbo_equals_vae_elbo_within_monte_carlo_error(explored):
     terms = np.asarray(log_w if networks.has_flow else log_px_given_z)[:, 0]
     reference_error = terms.std(ddof=1) / np.sqrt(REFERENCE_SAMPLES)
     page = explored.found["elboPage"]
-    assert page["samples"] == params.load("explorer", REPO / "params.yaml")["explorer_samples"]
+    assert page["samples"] == params.load("explorer", REPO / "params.yaml").explorer_samples
     assert 0 < page["standardError"] < 10
     error = np.hypot(page["standardError"], reference_error)
     assert abs(page["elbo"] - reference) < 4 * error, (page, reference, error)

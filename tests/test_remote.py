@@ -207,7 +207,8 @@ def machines(tmp_path_factory) -> Machines:
     dvc(publisher, "push")
     git(publisher, "push", "-q", "origin", "main")
     found = Machines(origin, storage, publisher, a=None, b=None)
-    found.a, found.b = found.clone(root / "A"), found.clone(root / "B")
+    found.a = found.clone(root / "A")
+    found.b = found.clone(root / "B")
     for machine in (found.a, found.b):
         dvc(machine, "pull")
     return found

@@ -27,11 +27,21 @@ from stages import train as train_stage
 from tests import fixtures
 from tests.conftest import REPO, TINY_PARAMS, chdir, make_workspace, write_params
 
-TRAIN_PARAMS = {
-    key: value
-    for key, value in {**yaml.safe_load((REPO / "params.yaml").read_text()), **TINY_PARAMS}.items()
-    if key in pipeline.stage_params("train")
-}
+TRAIN_PARAMS = params.stage_config("train")(
+    **{
+        key: value
+        for key, value in {
+            **yaml.safe_load((REPO / "params.yaml").read_text()),
+            **TINY_PARAMS,
+        }.items()
+        if key in pipeline.stage_params("train")
+    }
+)
+
+
+def changed(config: params.StageConfig, **changes) -> params.StageConfig:
+    """A copy of ``config`` with ``changes``, validated (a misspelt key is an error)."""
+    return type(config)(**{**config.model_dump(), **changes})
 
 
 def make_splits(binarization="static"):
@@ -45,7 +55,7 @@ def splits():
 
 
 def fit(splits, report=lambda message: None, backup=None, minibatches_per_call=None, **overrides):
-    config = dict(TRAIN_PARAMS, **overrides)
+    config = changed(TRAIN_PARAMS, **overrides)
     snapshot_images = splits["test"].images[:20].astype(np.float32)
     return train.fit(
         config,
@@ -84,8 +94,8 @@ def test_saved_model_is_the_best_epoch_also_with_ema(splits):
     # a tiny training set and a large step: the valid ELBO peaks early, training runs on
     small = Split("train", splits["train"].images[:100], splits["train"].labels[:100], "binary")
     for ema in (False, True):
-        config = dict(TRAIN_PARAMS, epochs=40, patience=4, learning_rate=0.01, ema=ema)
-        config.update(latent_dim=8, hidden_units=[256], batch_size=20)
+        config = changed(TRAIN_PARAMS, epochs=40, patience=4, learning_rate=0.01, ema=ema)
+        config = changed(config, latent_dim=8, hidden_units=[256], batch_size=20)
         run = train.fit(config, small, splits["valid"], splits["test"].images[:20], report=len)
         valid = [r.logs["val_elbo"] for r in run.records]
         assert run.best_epoch == int(np.argmax(valid)) + 1
@@ -124,23 +134,23 @@ def test_iwae_objective_and_dreg_train(splits):
 
 
 def test_iwae_schedule_is_burda_et_als_scaled_to_the_epochs():
-    config = dict(TRAIN_PARAMS, epochs=3280, learning_rate=1e-3, lr_schedule="iwae")
+    config = changed(TRAIN_PARAMS, epochs=3280, learning_rate=1e-3, lr_schedule="iwae")
     schedule = optimizer.learning_rate(config, steps_per_epoch=1)
     starts = np.cumsum([0] + [3**i for i in range(7)])  # first epoch of each stage
     for i, start in enumerate(starts):
         assert float(schedule(start)) == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-6)
         if start:
             assert float(schedule(start - 1)) == pytest.approx(1e-3 * 10 ** (-(i - 1) / 7))
-    half = optimizer.learning_rate(dict(config, epochs=1640), steps_per_epoch=2)  # same steps
+    half = optimizer.learning_rate(changed(config, epochs=1640), steps_per_epoch=2)  # same steps
     assert [float(half(s)) for s in starts] == [float(schedule(s)) for s in starts]
-    cosine = optimizer.learning_rate(dict(config, lr_schedule="cosine", epochs=10), 100)
+    cosine = optimizer.learning_rate(changed(config, lr_schedule="cosine", epochs=10), 100)
     assert float(cosine(0)) == pytest.approx(1e-3) and float(cosine(1000)) == pytest.approx(0)
-    assert optimizer.learning_rate(dict(config, lr_schedule="constant"), 100) == 1e-3
+    assert optimizer.learning_rate(changed(config, lr_schedule="constant"), 100) == 1e-3
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
 def test_weight_decay_shrinks_every_kernel_by_lr_times_decay_not_biases(splits, weight_decay):
-    config = dict(TRAIN_PARAMS, learning_rate=0.01, weight_decay=weight_decay)
+    config = changed(TRAIN_PARAMS, learning_rate=0.01, weight_decay=weight_decay)
     model = train.build_model(config, splits["train"], steps_per_epoch=1)
     adam = optimizer.make_optimizer(config, steps_per_epoch=1)
     variables = model.trainable_variables
@@ -243,7 +253,7 @@ def test_a_run_interrupted_in_epoch_3_resumes_to_the_same_bits(splits, tmp_path)
 def test_other_params_code_or_data_never_resume_from_a_backup(splits):
     key = backup.TrainingBackup.for_run(TRAIN_PARAMS, splits["train"]).directory
     assert backup.TrainingBackup.for_run(TRAIN_PARAMS, splits["train"]).directory == key
-    other_params = dict(TRAIN_PARAMS, learning_rate=0.002)
+    other_params = changed(TRAIN_PARAMS, learning_rate=0.002)
     assert backup.TrainingBackup.for_run(other_params, splits["train"]).directory != key
     assert backup.TrainingBackup.for_run(TRAIN_PARAMS, splits["valid"]).directory != key
 
@@ -305,8 +315,8 @@ def test_a_run_killed_after_it_stopped_early_trains_no_more_epochs(splits, tmp_p
     """Killed between the early stop and the saving of the networks: the rerun resumes with no
     epoch left to train, and ends where the first run ended."""
     small = Split("train", splits["train"].images[:100], splits["train"].labels[:100], "binary")
-    config = dict(TRAIN_PARAMS, epochs=40, patience=2, learning_rate=0.01)
-    config.update(latent_dim=8, hidden_units=[256], batch_size=20)
+    config = changed(TRAIN_PARAMS, epochs=40, patience=2, learning_rate=0.01)
+    config = changed(config, latent_dim=8, hidden_units=[256], batch_size=20)
     store = backup.TrainingBackup(tmp_path / "backup")
     first = train.fit(
         config, small, splits["valid"], splits["test"].images[:20], report=len, backup=store

@@ -92,8 +92,12 @@ class AnnealedImportanceSampler:
             raise ValueError("chains and leapfrog_steps must be at least 1")
         if initial not in ("encoder", "prior"):
             raise ValueError(initial)
-        self.networks, self.chains, self.schedule_kind = networks, int(chains), schedule_kind
-        self.leapfrog_steps, self.seed, self.initial = int(leapfrog_steps), int(seed), initial
+        self.networks = networks
+        self.chains = int(chains)
+        self.schedule_kind = schedule_kind
+        self.leapfrog_steps = int(leapfrog_steps)
+        self.seed = int(seed)
+        self.initial = initial
         self._start = tf.function(self._start_chains, jit_compile=True, reduce_retracing=True)
         self._run = tf.function(self._run_steps, jit_compile=True, reduce_retracing=True)
 
@@ -233,7 +237,8 @@ class AnnealedImportanceSampler:
             "log_weights": log_weights,  # (C, n), each chain's
         }
 
-    def _tiles(self, images: np.ndarray):
+    def _image_tiles(self, images: np.ndarray):
+        """(tile number, rows, images as a tensor) for each TILE images in turn."""
         n = len(images)
         for first in range(0, n, TILE):
             rows = slice(first, min(first + TILE, n))
@@ -243,7 +248,7 @@ class AnnealedImportanceSampler:
         """Forward AIS with ``steps`` steps: per image (N,) log p(x) (a stochastic lower bound,
         nats), the HMC acceptance rate, and each chain's log weight (C, N)."""
         betas, parts = self.betas(steps), []
-        for tile, rows, x in self._tiles(images):
+        for tile, rows, x in self._image_tiles(images):
             shape = [len(x), self.networks.latent_dim]
             key = streams.key("ais_initial", self.seed, tile)
             eps = vae.standard_normal([self.chains, *shape], key)
@@ -261,7 +266,7 @@ class AnnealedImportanceSampler:
         -logmeanexp of the log weights is a stochastic upper bound of log p(x) (Grosse et al.
         2015)."""
         betas, parts = self.betas(steps)[::-1], []
-        for tile, rows, x in self._tiles(images):
+        for tile, rows, x in self._image_tiles(images):
             exact = self.noise_of(x, tf.constant(z[rows], tf.float32))[None]
             eps, tuning_eps = (tf.repeat(exact, c, axis=0) for c in (self.chains, TUNING_CHAINS))
             report = (lambda done, r=rows: progress(r.stop, done)) if progress else None

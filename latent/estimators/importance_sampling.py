@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -54,10 +55,26 @@ def combine_blocks(running_max, running_sum, block_bound, block_size):
     return new_max, running_sum
 
 
-def merge_spreads(count, mean, sum_of_squares, block_values, in_block):
+class Spread(NamedTuple):
+    """The running count (scalar), mean and centred sum of squares, sum (t - mean)^2, (N,) of
+    a per-example term over the samples so far."""
+
+    count: tf.Tensor
+    mean: tf.Tensor
+    sum_of_squares: tf.Tensor
+
+
+class SampleSums(NamedTuple):
+    """Per-example sums (N,) over the samples so far of log p(x|z) and of log w."""
+
+    log_px_given_z: tf.Tensor
+    log_weights: tf.Tensor
+
+
+def merge_spreads(spread: Spread, block_values, in_block) -> Spread:
     """Add one block of values (block, N), the rows where ``in_block`` (block,) holds, to the
-    running count (scalar), mean and centred sum of squares, sum (t - mean)^2, (N,) of those
-    before; returns the three updated."""
+    running ``spread`` of those before; returns the updated spread."""
+    count, mean, sum_of_squares = spread
     mask = tf.cast(in_block, block_values.dtype)[:, None]
     block_count = tf.reduce_sum(mask[:, 0])
     block_mean = tf.reduce_sum(block_values * mask, 0) / block_count
@@ -67,7 +84,7 @@ def merge_spreads(count, mean, sum_of_squares, block_values, in_block):
     mean = mean + delta * (block_count / total)
     between = tf.square(delta) * (count * block_count / total)
     sum_of_squares = sum_of_squares + block_squares + between
-    return total, mean, sum_of_squares
+    return Spread(total, mean, sum_of_squares)
 
 
 class ImportanceSampler:
@@ -91,7 +108,8 @@ class ImportanceSampler:
         self.blocks = math.ceil(self.k / self.block)
         self.seed = int(seed)
         self.purpose = purpose
-        self._compiled = tf.function(self._tiles, jit_compile=True)  # one trace per tile count
+        # one trace per tile count
+        self._compiled = tf.function(self._estimate_tiles, jit_compile=True)
 
     def eps(self, tile, block):
         """eps ~ N(0, I) for one tile and one block: (block size, TILE, L)."""
@@ -99,7 +117,7 @@ class ImportanceSampler:
         key = streams.key(self.purpose, self.seed, counter)
         return vae.standard_normal([self.block, TILE, self.networks.latent_dim], key)
 
-    def _tiles(self, x, tile_ids):
+    def _estimate_tiles(self, x, tile_ids):
         """x (T * TILE, 784) float32, tile_ids (T,) -> per-example values over all k samples."""
         rows = tile_ids[:, None] * TILE + tf.range(TILE, dtype=tf.int64)[None, :]
         q = self.posterior(x, tf.reshape(rows, [-1]))
@@ -116,27 +134,39 @@ class ImportanceSampler:
                 x, z, log_q, self.networks.generative_network
             )
             in_k = (b * self.block + tf.range(self.block)) < self.k  # the last block may overhang
-            spread = merge_spreads(*spread, log_px_given_z if analytic else log_weights, in_k)
+            spread = merge_spreads(spread, log_px_given_z if analytic else log_weights, in_k)
             log_weights = tf.where(in_k[:, None], log_weights, -np.inf)
             running_max, running_sum = combine_blocks(
                 running_max, running_sum, vae.iwae_bound(log_weights), self.block
             )
-            terms = (log_px_given_z, log_weights)
-            sums = [
-                s + tf.reduce_sum(tf.where(in_k[:, None], t, 0.0), 0) for s, t in zip(sums, terms)
-            ]
+            terms = SampleSums(log_px_given_z, log_weights)
+            sums = SampleSums(
+                *(
+                    s + tf.reduce_sum(tf.where(in_k[:, None], t, 0.0), 0)
+                    for s, t in zip(sums, terms)
+                )
+            )
             return b + 1, running_max, running_sum, sums, spread
 
         zeros = tf.zeros([n])
         _, running_max, running_sum, sums, spread = tf.while_loop(
             lambda b, *_: b < self.blocks,
             body,
-            (tf.constant(0), tf.fill([n], -np.inf), zeros, [zeros] * 2, (0.0, zeros, zeros)),
+            (
+                tf.constant(0),
+                tf.fill([n], -np.inf),
+                zeros,
+                SampleSums(zeros, zeros),
+                Spread(0.0, zeros, zeros),
+            ),
         )
         # the ELBO from the sample means of log p(x|z) and log w over all k samples
-        means = [total / self.k for total in sums]
-        elbo, expected_log_likelihood, kl = vae.elbo(means[0][None], means[1][None], q)
-        variance = spread[2] / self.k
+        mean_log_px_given_z = sums.log_px_given_z / self.k
+        mean_log_weights = sums.log_weights / self.k
+        elbo, expected_log_likelihood, kl = vae.elbo(
+            mean_log_px_given_z[None], mean_log_weights[None], q
+        )
+        variance = spread.sum_of_squares / self.k
         return {
             "log_px": running_max + tf.math.log(running_sum) - math.log(self.k),
             "elbo": elbo,

@@ -75,8 +75,10 @@ class Made(keras.layers.Layer):
 
     def __init__(self, latent_dim, context_units, hidden_units, activation="relu", **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim, self.context_units = latent_dim, context_units
-        self.hidden_units, self.activation = hidden_units, activation
+        self.latent_dim = latent_dim
+        self.context_units = context_units
+        self.hidden_units = hidden_units
+        self.activation = activation
         inputs = np.arange(1, latent_dim + 1)
         hidden = hidden_degrees(latent_dim, hidden_units)
         outputs = np.concatenate([inputs, inputs])  # m and s of each dimension
@@ -130,7 +132,8 @@ class AutoregressiveStep(tfb.Bijector):
 
     def __init__(self, made: Made, context, name="autoregressive_step"):
         parameters = dict(locals())
-        self.made, self.context = made, context
+        self.made = made
+        self.context = context
         self._last = None  # (weak reference to z, m, s) of the last MADE evaluation
         super().__init__(forward_min_event_ndims=1, parameters=parameters, name=name)
 
@@ -170,7 +173,9 @@ class PosteriorFlow(keras.Model):
         self, latent_dim, steps, context_units, hidden_units=None, activation="relu", **kw
     ):
         super().__init__(**kw)
-        self.latent_dim, self.steps, self.context_units = latent_dim, steps, context_units
+        self.latent_dim = latent_dim
+        self.steps = steps
+        self.context_units = context_units
         self.hidden_units = hidden_units or max(2 * latent_dim, MIN_HIDDEN_UNITS)
         self.activation = activation
         self.mades = [

@@ -1,7 +1,9 @@
 """Load and validate params.yaml: flat top-level keys, one pydantic model, one-line errors.
 
-Every stage calls ``load(stage)`` before it touches anything; it returns exactly the keys
-dvc.yaml lists for the stage (``pipeline.stage_params``), the one list of what each stage reads.
+Every stage calls ``load(stage)`` before it touches anything; it returns a frozen object with
+exactly the keys dvc.yaml lists for the stage (``pipeline.stage_params``), the one list of what
+each stage reads, as attributes: ``config.latent_dim``. Reading a key the stage does not declare
+is an AttributeError, not a value DVC would not know to re-run the stage for.
 The whole file is validated against ``Params`` (types, bounds, allowed values, and
 ``extra="forbid"`` so that a typo such as ``latnet_dim`` is an error rather than an experiment
 that silently ignores it); the stage gets back only its own keys. Pydantic's error is turned
@@ -11,6 +13,7 @@ into the project's one line: the key, the value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -23,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     model_validator,
 )
 
@@ -164,10 +168,28 @@ def allowed(key: str) -> str:
     return f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
 
 
-def load(stage: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read and validate params.yaml; return the values of the params dvc.yaml lists for
-    ``stage`` (and only those)."""
-    return load_keys(stage_params(stage), path)
+class StageConfig(BaseModel):
+    """The params one stage reads, as attributes; ``stage_config`` makes one class per stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@functools.cache
+def stage_config(stage: str) -> type[StageConfig]:
+    """The frozen model of the params dvc.yaml lists for ``stage``, each typed and bounded as in
+    ``Params`` (e.g. ``TrainConfig``); ``stage_config("train")(**values)`` validates ``values``."""
+    fields = {
+        key: (Params.model_fields[key].annotation, Params.model_fields[key])
+        for key in stage_params(stage)
+    }
+    name = "".join(word.title() for word in stage.split("_")) + "Config"
+    return create_model(name, __base__=StageConfig, **fields)
+
+
+def load(stage: str, path: Path = PARAMS_FILE) -> StageConfig:
+    """Read and validate params.yaml; return the params dvc.yaml lists for ``stage`` (and only
+    those) as a frozen ``stage_config(stage)``."""
+    return stage_config(stage).model_validate(load_keys(stage_params(stage), path))
 
 
 def load_keys(keys: list[str], path: Path = PARAMS_FILE) -> dict[str, Any]:

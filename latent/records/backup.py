@@ -34,11 +34,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
 from latent.plumbing import pipeline
+from latent.plumbing.params import StageConfig
 from latent.plumbing.pipeline import ROOT, BadFile, reading
 from latent.plumbing.runtime import interrupts_deferred, log
 from latent.records import atomic
@@ -62,10 +64,10 @@ def training_code() -> list[Path]:
     return [ROOT / dep for dep in pipeline.stages()["train"]["deps"] if dep.endswith(".py")]
 
 
-def run_key(config: dict, arrays: list[np.ndarray], code: list[Path] | None = None) -> str:
+def run_key(config: StageConfig, arrays: list[np.ndarray], code: list[Path] | None = None) -> str:
     """sha256 of the params, the source of the training code (``training_code()`` unless
     given) and the data, as 16 hex digits."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(config.model_dump(), sort_keys=True).encode())
     for path in sorted(training_code() if code is None else code):
         digest.update(path.name.encode() + path.read_bytes())
     for array in arrays:
@@ -73,26 +75,34 @@ def run_key(config: dict, arrays: list[np.ndarray], code: list[Path] | None = No
     return digest.hexdigest()[:16]
 
 
+class CallbackState(NamedTuple):
+    """A stateful callback's part of the backup: JSON-able ``values`` and named ``arrays``."""
+
+    values: dict
+    arrays: dict[str, np.ndarray]
+
+
 @dataclass
 class Resumed:
     """A saved state: the epochs completed and, for each stateful callback, its state."""
 
     epoch: int
-    states: dict[str, tuple[dict, dict[str, np.ndarray]]]
+    states: dict[str, CallbackState]
 
 
 class TrainingBackup:
     """The backup directory of one run (params, code, data) and how to write and read it.
 
-    Callbacks whose state must survive give ``backup_state() -> (json-able dict, arrays)`` and
-    ``restore_backup_state(values, arrays)``.
+    Callbacks whose state must survive give ``backup_state() -> (values, arrays)``, a JSON-able
+    dict and a dict of named arrays, and take them back as ``restore_backup_state(state)`` with
+    ``state`` a ``CallbackState``.
     """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
     @classmethod
-    def for_run(cls, config: dict, *splits) -> TrainingBackup:
+    def for_run(cls, config: StageConfig, *splits) -> TrainingBackup:
         """The backup of a run with these train params on these splits (and this code)."""
         arrays = [a for split in splits for a in (split.images, split.labels)]
         return cls(backups() / run_key(config, arrays))
@@ -134,7 +144,7 @@ class TrainingBackup:
         if live_dir is not None and (saved / CURVES).exists():
             shutil.copytree(saved / CURVES, live_dir, dirs_exist_ok=True)
         states = {
-            name: (
+            name: CallbackState(
                 values,
                 {k.split(SEP, 1)[1]: a for k, a in arrays.items() if k.startswith(name + SEP)},
             )
@@ -155,8 +165,9 @@ class TrainingBackup:
         model.save_weights(staging / WEIGHTS)
         values, arrays = {}, {}
         for name, callback in stateful.items():
-            values[name], own = callback.backup_state()
-            arrays.update({f"{name}{SEP}{key}": array for key, array in own.items()})
+            state = CallbackState(*callback.backup_state())
+            values[name] = state.values
+            arrays.update({f"{name}{SEP}{key}": array for key, array in state.arrays.items()})
         atomic.save_npz(staging / ARRAYS, **arrays)
         state = {"epoch": epoch, "callbacks": values}
         (staging / STATE).write_text(json.dumps(state), encoding="utf-8")
@@ -191,13 +202,15 @@ class BackupCallback(keras.callbacks.Callback):
         self, backup: TrainingBackup, resumed: Resumed | None, stateful: dict, live_dir: Path | None
     ):
         super().__init__()
-        self.backup, self.resumed, self.stateful = backup, resumed, stateful
+        self.backup = backup
+        self.resumed = resumed
+        self.stateful = stateful
         self.live_dir = live_dir
 
     def on_train_begin(self, logs=None):
         if self.resumed is not None:
             for name, callback in self.stateful.items():
-                callback.restore_backup_state(*self.resumed.states[name])
+                callback.restore_backup_state(self.resumed.states[name])
 
     def on_epoch_end(self, epoch, logs=None):
         self.backup.save(epoch + 1, self.model, self.stateful, self.live_dir)

@@ -36,6 +36,13 @@ class LiveCurves(keras.callbacks.Callback):
 
     With ``resume`` the curves already in ``directory`` (from an interrupted run) are kept and
     the new epochs appended.
+
+    Not ``dvclive.keras.DVCLiveCallback`` (dvclive 3.49), which writes through the same ``Live``:
+    it names the validation curves ``eval/<metric>`` with no option to rename them (the plots in
+    dvc.yaml and the figures read ``valid/``), numbers steps from 0 with its own counter rather
+    than Keras' epoch (a resumed run continues the count only while dvclive/metrics.json
+    survives), and always keeps that metrics.json, the last epoch's values, beside
+    metrics/train.json, the kept epoch's.
     """
 
     def __init__(self, directory: Path, objective: str, resume: bool = False):
@@ -104,9 +111,9 @@ class PosteriorSnapshots(keras.callbacks.Callback):
     def backup_state(self):
         return {}, self.arrays()
 
-    def restore_backup_state(self, values, arrays):
-        self.epochs = [int(e) for e in arrays["epochs"]]
-        self.means = list(arrays["posterior_means"])
+    def restore_backup_state(self, state):
+        self.epochs = [int(e) for e in state.arrays["epochs"]]
+        self.means = list(state.arrays["posterior_means"])
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {

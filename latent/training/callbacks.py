@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import keras
 
 from latent.plumbing.runtime import StageError, log
+from latent.records.backup import CallbackState
 
 
 class TrainingDiverged(StageError):
@@ -58,7 +59,9 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, examples_per_epoch: int, objective: str, report=log):
         super().__init__()
-        self.epochs, self.examples, self.objective = epochs, examples_per_epoch, objective
+        self.epochs = epochs
+        self.examples = examples_per_epoch
+        self.objective = objective
         self.report = report
         self.records: list[EpochRecord] = []
         self.best = -math.inf
@@ -87,12 +90,13 @@ class Progress(keras.callbacks.Callback):
             f"  {record.seconds:.1f} s{mark}"
         )
 
-    def backup_state(self):
-        return {"records": [dataclasses.asdict(r) for r in self.records], "best": self.best}, {}
+    def backup_state(self) -> tuple[dict, dict]:
+        records = [dataclasses.asdict(r) for r in self.records]
+        return {"records": records, "best": self.best}, {}
 
-    def restore_backup_state(self, values, arrays):
-        self.records = [EpochRecord(**record) for record in values["records"]]
-        self.best = values["best"]
+    def restore_backup_state(self, state: CallbackState):
+        self.records = [EpochRecord(**record) for record in state.values["records"]]
+        self.best = state.values["best"]
 
 
 class EarlyStopping(keras.callbacks.EarlyStopping):
@@ -103,7 +107,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             f"val_{objective}", mode="max", patience=patience, restore_best_weights=True
         )
 
-    def backup_state(self):
+    def backup_state(self) -> tuple[dict, dict]:
         values = {
             "wait": self.wait,
             "best": self.best,
@@ -113,10 +117,13 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         weights = {str(i): w for i, w in enumerate(self.best_weights or [])}
         return values, weights
 
-    def restore_backup_state(self, values, arrays):
-        self.wait, self.best, self.best_epoch = values["wait"], values["best"], values["best_epoch"]
-        self.stopped_epoch = values["stopped_epoch"]
-        self.best_weights = [arrays[str(i)] for i in range(len(arrays))] or None
+    def restore_backup_state(self, state: CallbackState):
+        self.wait = state.values["wait"]
+        self.best = state.values["best"]
+        self.best_epoch = state.values["best_epoch"]
+        self.stopped_epoch = state.values["stopped_epoch"]
+        weights = state.arrays
+        self.best_weights = [weights[str(i)] for i in range(len(weights))] or None
 
 
 class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
@@ -127,8 +134,8 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
     def __init__(self):
         super().__init__(swap_on_epoch=True)
 
-    def backup_state(self):
+    def backup_state(self) -> tuple[dict, dict]:
         return {"ema_weights_in_model": self._ema_weights_in_model}, {}
 
-    def restore_backup_state(self, values, arrays):
-        self._ema_weights_in_model = values["ema_weights_in_model"]
+    def restore_backup_state(self, state: CallbackState):
+        self._ema_weights_in_model = state.values["ema_weights_in_model"]

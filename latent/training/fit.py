@@ -54,21 +54,23 @@ def pixel_means(train: Split) -> np.ndarray:
     return train.images.mean(axis=0, dtype=np.float64) / scale
 
 
-def build_model(config: dict, train: Split, steps_per_epoch: int) -> vae.VariationalAutoencoder:
+def build_model(
+    config: params.StageConfig, train: Split, steps_per_epoch: int
+) -> vae.VariationalAutoencoder:
     networks = vae.make_networks(
-        config["latent_dim"],
-        config["hidden_units"],
-        config["activation"],
-        config["posterior"],
-        config["flow_steps"],
+        config.latent_dim,
+        config.hidden_units,
+        config.activation,
+        config.posterior,
+        config.flow_steps,
         pixel_means(train),
     )
     model = vae.VariationalAutoencoder(
         networks,
-        train_samples=config["train_samples"],
-        seed=config["seed"],
-        kl_warmup_steps=config["kl_warmup_epochs"] * steps_per_epoch,
-        gradient_estimator=config["gradient_estimator"],
+        train_samples=config.train_samples,
+        seed=config.seed,
+        kl_warmup_steps=config.kl_warmup_epochs * steps_per_epoch,
+        gradient_estimator=config.gradient_estimator,
     )
     model.build((None, PIXELS))
     return model
@@ -76,7 +78,7 @@ def build_model(config: dict, train: Split, steps_per_epoch: int) -> vae.Variati
 
 def compiled_model(config, train, steps, strategy) -> vae.VariationalAutoencoder:
     """A fresh model and its optimizer, seeded: the same config gives the same initial state."""
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = build_model(config, train, steps)
         optimizer = make_optimizer(config, steps)
@@ -93,10 +95,10 @@ def stack_size(steps: int, batch_size: int) -> int:
     return divisor if divisor * 2 >= target else target
 
 
-def check_batch_size(config: dict, train: Split) -> None:
-    if config["batch_size"] > len(train.images):
+def check_batch_size(config: params.StageConfig, train: Split) -> None:
+    if config.batch_size > len(train.images):
         limit = f"at most the {len(train.images)} training images"
-        raise params.not_allowed("batch_size", config["batch_size"], limit)
+        raise params.not_allowed("batch_size", config.batch_size, limit)
 
 
 def resume(
@@ -122,14 +124,14 @@ class Callbacks:
 
 def make_callbacks(config, model, steps, snapshot_images, live_dir, backup, resumed, report):
     objective = model.objective_name
-    progress = Progress(config["epochs"], steps * config["batch_size"], objective, report)
-    stopping = EarlyStopping(objective, config["patience"])
-    snapshots = history.PosteriorSnapshots(snapshot_images, config["seed"])
+    progress = Progress(config.epochs, steps * config.batch_size, objective, report)
+    stopping = EarlyStopping(objective, config.patience)
+    snapshots = history.PosteriorSnapshots(snapshot_images, config.seed)
     stateful = {"progress": progress}
-    if config["ema"]:  # validation runs on the average (swapped in around it); at an epoch's end
+    if config.ema:  # validation runs on the average (swapped in around it); at an epoch's end
         stateful["ema"] = SwapEMAWeights()  # it is swapped in before early stopping and snapshots
     stateful.update(stopping=stopping, snapshots=snapshots)
-    callbacks = [NonFiniteGuard(config["learning_rate"]), *stateful.values()]
+    callbacks = [NonFiniteGuard(config.learning_rate), *stateful.values()]
     if live_dir is not None:
         callbacks.append(history.LiveCurves(live_dir, objective, resume=resumed is not None))
     if backup is not None:  # last: it saves what the others updated, and restores after them
@@ -138,7 +140,7 @@ def make_callbacks(config, model, steps, snapshot_images, live_dir, backup, resu
 
 
 def fit(
-    config: dict,
+    config: params.StageConfig,
     train: Split,
     valid: Split,
     snapshot_images: np.ndarray,
@@ -155,36 +157,37 @@ def fit(
     """
     check_batch_size(config, train)
     strategy = strategy or tf.distribute.get_strategy()
-    steps = len(train.images) // config["batch_size"]
+    steps = len(train.images) // config.batch_size
     if minibatches_per_call is None:
         single = strategy.num_replicas_in_sync == 1
-        minibatches_per_call = stack_size(steps, config["batch_size"]) if single else 1
+        minibatches_per_call = stack_size(steps, config.batch_size) if single else 1
     build = lambda: compiled_model(config, train, steps, strategy)
     model, resumed = resume(build(), backup, live_dir, rebuild=build)
     initial_epoch = resumed.epoch if resumed else 0
     if resumed:
         report(f"resuming from epoch {initial_epoch} (backup {backup.directory})")
-        if resumed.states["stopping"][0]["stopped_epoch"]:  # it had stopped early: no more epochs
-            initial_epoch = config["epochs"]
+        stopping = resumed.states["stopping"].values
+        if stopping["stopped_epoch"]:  # it had stopped early: no more epochs
+            initial_epoch = config.epochs
     callbacks = make_callbacks(
         config, model, steps, snapshot_images, live_dir, backup, resumed, report
     )
     device = devices.describe(strategy)
     report(
-        f"training on {device}: {steps} minibatches of {config['batch_size']} per epoch, "
+        f"training on {device}: {steps} minibatches of {config.batch_size} per epoch, "
         f"{minibatches_per_call} per compiled call, objective {model.objective_name}"
     )
     model.fit(
         training_batches(
             train,
-            config["batch_size"],
+            config.batch_size,
             minibatches_per_call,
-            config["seed"],
-            config["epochs"],
+            config.seed,
+            config.epochs,
             initial_epoch,
         ),
         validation_data=validation_batches(valid.images),
-        epochs=config["epochs"],
+        epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=math.ceil(steps / minibatches_per_call),
         callbacks=callbacks.all,
