@@ -3,8 +3,8 @@ numbers of results/published.csv, and the generated blocks of the README and doc
 them (and from metrics/ and benchmarks/default_run.csv).
 
     python tools/results.py add NAME --command "dvc exp run ..." [--exp EXP] [--rev REV]
-        a row from an experiment's params and metrics (``dvc exp show --json``), or, without
-        --exp, from the workspace's params.yaml and metrics/ (e.g. after dvc repro)
+        a row from an experiment's params.yaml and metrics/ (dvc.api's params_show and
+        metrics_show), or, without --exp, from the workspace's (e.g. after dvc repro)
     python tools/results.py tables      rewrite every generated block (README.md, docs/*.md)
     python tools/results.py check       exit 1 if a generated block is not current
     python tools/results.py compare A B
@@ -19,6 +19,7 @@ A generated block stands between ``<!-- NAME: tools/results.py -->`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import re
@@ -149,42 +150,32 @@ def fresh(metrics: dict, lock_text: str | None) -> dict:
     return {path: values for path, values in metrics.items() if path not in stale}
 
 
-def from_experiment(exp: str, rev: str | None) -> tuple[dict, dict]:
-    command = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
-    command += ["--rev", rev] if rev else ["-A"]
-    shown = json.loads(
-        subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    )
-    for commit in shown:
-        for experiment in commit.get("experiments") or []:
-            if experiment.get("name") == exp:
-                data = experiment["revs"][0]["data"]
-                params = data["params"]["params.yaml"]["data"]
-                metrics = {path: value["data"] for path, value in data["metrics"].items()}
-                lock = subprocess.run(
-                    ["git", "show", f"{experiment['revs'][0]['rev']}:dvc.lock"],
-                    cwd=REPO,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-                return params, fresh(metrics, lock)
-    raise SystemExit(f"no experiment named {exp!r} in dvc exp show")
+# the files row_from reads, one metrics_show each: given several, it keeps a metric's file only
+# where two share its name; dvc.api.exp_show does that too, and makes 69 69.0 and lists text
+METRICS_FILES = [
+    "metrics/train.json",
+    "metrics/evaluate.json",
+    "metrics/inference_gap.json",
+    "metrics/ais.json",
+]
 
 
-def from_workspace() -> tuple[dict, dict]:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+def params_and_metrics(rev: str | None) -> tuple[dict, dict]:
+    """params.yaml and the METRICS_FILES there are, less those of stale stages (see fresh), at a
+    git revision (an experiment's ref) or, for None, in the workspace."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    where = {"repo": str(REPO), "rev": rev}
     metrics = {}
-    for path in (
-        "metrics/train.json",
-        "metrics/evaluate.json",
-        "metrics/inference_gap.json",
-        "metrics/ais.json",
-    ):
-        if (REPO / path).exists():
-            metrics[path] = json.loads((REPO / path).read_text())
-    lock = REPO / "dvc.lock"
-    return params, fresh(metrics, lock.read_text() if lock.exists() else None)
+    for path in METRICS_FILES:
+        with contextlib.suppress(FileNotFoundError):  # its stage has not run there
+            metrics[path] = dvc.api.metrics_show(path, **where)
+    try:
+        lock = dvc.api.read("dvc.lock", **where)
+    except (FileNotFoundError, DvcException):
+        lock = None
+    return dvc.api.params_show("params.yaml", **where), fresh(metrics, lock)
 
 
 def read_rows() -> list[dict]:
@@ -514,15 +505,21 @@ def per_image_values(table: list[dict], column: str | tuple[str, str]) -> dict[i
     }
 
 
-def experiment_ref(name: str) -> str:
-    """The git ref of the experiment called ``name`` (exactly one, else a one-line error)."""
-    refs = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def experiment_ref(name: str, baseline: str | None = None) -> str:
+    """The git ref of the experiment called ``name`` (of the commit ``baseline`` where given):
+    exactly one, else a one-line error."""
+    # not dvc.api.exp_show: it reads every experiment's metrics, of the given commits only
+    under = "refs/exps"
+    if baseline:
+        sha = git("rev-parse", "--verify", f"{baseline}^{{commit}}").strip()
+        under += f"/{sha[:2]}/{sha[2:]}"
+    refs = git("for-each-ref", "--format=%(refname)", under).split()
     found = [ref for ref in refs if ref.rsplit("/", 1)[-1] == name]
     if len(found) != 1:
         which = "no experiment" if not found else f"{len(found)} experiments ({', '.join(found)})"
@@ -576,7 +573,7 @@ def main() -> None:
     add.add_argument("name")
     add.add_argument("--command", required=True, help="the exact command that produced it")
     add.add_argument("--exp", help="the experiment (dvc exp show); default: the workspace")
-    add.add_argument("--rev", help="the commit the experiment is based on (default: all)")
+    add.add_argument("--rev", help="the commit the experiment is based on (default: any)")
     commands.add_parser("tables", help="rewrite every generated block of README.md and docs/")
     commands.add_parser("check", help="exit 1 if a generated block is not current")
     pair = commands.add_parser("compare", help="two experiments, image by image")
@@ -588,7 +585,9 @@ def main() -> None:
         return
     rows = read_rows()
     if args.action == "add":
-        params, metrics = from_experiment(args.exp, args.rev) if args.exp else from_workspace()
+        params, metrics = params_and_metrics(
+            experiment_ref(args.exp, args.rev) if args.exp else None
+        )
         row = row_from(params, metrics, args.name, args.command)
         names = [r["name"] for r in rows]
         if args.name in names:  # replaced where it stands
