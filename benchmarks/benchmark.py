@@ -18,7 +18,9 @@ figures across runs on a noisy host):
    examples/s and the hours their 3,280-epoch schedule would take here (`--only iwae`);
 6. AIS (the ais stage's sampler, 16 chains, 10 leapfrog steps): HMC gradient evaluations of
    log f_t per second, GFLOP/s and % of the matmul peak, and seconds per image at 1,000 steps,
-   for the default and the paper-sized model (`--only ais`).
+   for the default and the paper-sized model (`--only ais`);
+7. the VampPrior's recipe (paper-sized, flow, IWAE k = 5) with the standard prior and with 500
+   pseudo-inputs: examples/s, % of the matmul peak and hours for 600 epochs (`--only prior`).
 Uses data/prepared/ when it exists, random binary images of the same size otherwise.
 """
 
@@ -39,7 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.flops import flops_per_example  # noqa: E402
+from benchmarks.flops import flops_per_example, vamp_prior_flops  # noqa: E402
 from latent.data.datasets import BINARY, Split  # noqa: E402
 from latent.estimators import ais  # noqa: E402
 from latent.estimators.importance_sampling import (  # noqa: E402
@@ -48,7 +50,7 @@ from latent.estimators.importance_sampling import (  # noqa: E402
     default_tiles_per_call,
 )
 from latent.model import vae  # noqa: E402
-from latent.plumbing import devices, pipeline  # noqa: E402
+from latent.plumbing import devices, params, pipeline  # noqa: E402
 from latent.training import batches  # noqa: E402
 from latent.training import fit as train  # noqa: E402
 
@@ -96,20 +98,32 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def training_rate(
-    latent_dim, hidden, batch_size, x, mode="stacked", per_call=1, epochs=2, train_samples=1
+    latent_dim,
+    hidden,
+    batch_size,
+    x,
+    mode="stacked",
+    per_call=1,
+    epochs=2,
+    train_samples=1,
+    **changes,
 ):
     """Examples/s of the last of ``epochs`` epochs (the first one compiles). ``mode``: "stacked"
     (``per_call`` minibatches stacked into one call, the train stage's way) or
-    "steps_per_execution" (Keras runs ``per_call`` train steps per call; 1 = plain fit)."""
+    "steps_per_execution" (Keras runs ``per_call`` train steps per call; 1 = plain fit);
+    ``changes``: other train params (e.g. posterior, prior)."""
     keras.utils.set_random_seed(0)
     split = Split("train", x, np.zeros(len(x), np.uint8), BINARY)
     steps = len(x) // batch_size
-    config = dict(
-        TRAIN_DEFAULTS,
-        latent_dim=latent_dim,
-        hidden_units=hidden,
-        batch_size=batch_size,
-        train_samples=train_samples,
+    config = params.stage_config("train")(
+        **{
+            **TRAIN_DEFAULTS,
+            "latent_dim": latent_dim,
+            "hidden_units": hidden,
+            "batch_size": batch_size,
+            "train_samples": train_samples,
+            **changes,
+        }
     )
     model = train.build_model(config, split, steps)
     stacked = mode == "stacked"
@@ -261,9 +275,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["train", "seed", "eval", "iwae", "ais"],
-        choices=["train", "seed", "eval", "iwae", "ais"],
-        help="sections to run: training table, the seed's model shape, evaluation, IWAE by k, AIS",
+        default=["train", "seed", "eval", "iwae", "ais", "prior"],
+        choices=["train", "seed", "eval", "iwae", "ais", "prior"],
+        help="sections to run: training table, the seed's model shape, evaluation, IWAE by k, AIS,"
+        " the VampPrior recipe",
     )
     args = parser.parse_args()
 
@@ -283,6 +298,42 @@ def main() -> None:
         iwae_training(train_x)
     if "ais" in args.only:
         ais_table(peak, images("test", 2 * ais.TILE)[0])
+    if "prior" in args.only:
+        prior_training(peak, train_x)
+
+
+def prior_training(peak, train_x) -> None:
+    """The VampPrior's training recipe (paper-sized, the flow, IWAE k = 5, batch 128) with the
+    standard prior and with 500 pseudo-inputs: examples/s, % of the matmul peak (the VampPrior
+    adds, per step, one encoder pass over the pseudo-inputs and the mixture's density at every
+    sample: ``flops.vamp_prior_flops``), and hours for 600 epochs of 60,000."""
+    _, latent_dim, hidden = PAPER
+    k, batch, components = 5, 128, 500
+    x = train_x[:12_800]
+    stack = train.stack_size(len(x) // batch, batch)
+    print(f"\nthe VampPrior recipe: {PAPER[0]}, iaf, IWAE k = {k}, batch {batch}:")
+    for prior in ("standard", "vamp"):
+        rate = training_rate(
+            latent_dim,
+            hidden,
+            batch,
+            x,
+            "stacked",
+            stack,
+            train_samples=k,
+            posterior="iaf",
+            prior=prior,
+            prior_components=components,
+        )
+        per_example = flops_per_example(latent_dim, hidden, samples=k)["train"]
+        if prior == "vamp":
+            per_example += vamp_prior_flops(latent_dim, hidden, components, batch, k)
+        percent = 100 * rate * per_example / 1e9 / peak
+        hours = 600 * 60_000 / rate / 3600
+        print(
+            f"  prior {prior:<8}: {rate:>7,.0f} examples/s, {percent:4.1f}% of the matmul peak "
+            f"(matmuls only), 600 epochs: {hours:4.2f} h"
+        )
 
 
 def seed_shape_training(train_x) -> None:

@@ -14,3 +14,14 @@ def flops_per_example(latent_dim: int, hidden_units: list[int], samples: int = 1
     decoder = sum(2 * a * b for a, b in zip(dec_widths, dec_widths[1:]))
     forward = encoder + samples * decoder
     return {"forward": forward, "train": 3 * forward, "decoder": decoder, "encoder": encoder}
+
+
+def vamp_prior_flops(
+    latent_dim: int, hidden_units: list[int], components: int, batch: int, samples: int
+) -> float:
+    """What the VampPrior adds to one example's training step: its share of the encoder pass
+    over the pseudo-inputs (components / batch of an encoder pass) and the mixture's log density
+    at each of its samples (about 4 operations per component and latent dimension), both x 3
+    for the backward pass."""
+    encoder = flops_per_example(latent_dim, hidden_units)["encoder"]
+    return 3 * (components / batch * encoder + samples * 4 * components * latent_dim)

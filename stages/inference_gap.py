@@ -64,7 +64,7 @@ def exact_posterior_check(networks, refined, images, gaps):
     the first images."""
     count = min(QUADRATURE_EXAMPLES, len(images))
     boxes = [refined.box(i) for i in range(count)]
-    grids = grid_posteriors(networks.generative_network, images[:count], boxes)
+    grids = grid_posteriors(networks, images[:count], boxes)
     exact = np.array([grid.log_px for grid in grids])
     metrics = inference_gaps.quadrature_metrics(gaps, exact)
     log(

@@ -1,7 +1,8 @@
 """figures/explorer.html is the model: the page's own functions give what the Python model gives.
 
-On tiny fixture models trained by the train stage (latent 2 and 10 with the Gaussian posterior,
-latent 2 with the flow) the explorer stage writes the page; headless Chromium opens a probed copy
+On tiny fixture models trained by the train stage (latent 2 and 10 with the Gaussian posterior
+and the standard prior, latent 2 with the flow and the VampPrior) the explorer stage writes the
+page; headless Chromium opens a probed copy
 with no network (the flags, Content-Security-Policy and error capture of the offline plots
 test), and a probe script calls the page's functions (``window.explorer``) and its controls
 (buttons, a select, synthetic pointer events on the drawing pad and the plane), then writes what
@@ -40,7 +41,11 @@ from tests.conftest import REPO, make_workspace
 pytestmark = pytest.mark.pipeline
 chromium = offline.chromium  # the offline plots test's fixture: installed when missing, else skip
 
-MODELS = {"gaussian-2": {}, "gaussian-10": {"latent_dim": 10}, "iaf-2": {"posterior": "iaf"}}
+MODELS = {
+    "gaussian-2": {},
+    "gaussian-10": {"latent_dim": 10},
+    "iaf-vamp-2": {"posterior": "iaf", "prior": "vamp", "prior_components": 10},
+}
 PAGE = Path("figures/explorer.html")
 MAX_PAGE_BYTES = 4_000_000
 Z_VALUES, IMAGES, EPS_SAMPLES = 5, 3, 8
@@ -268,8 +273,8 @@ def test_the_pages_own_elbo_equals_vae_elbo_within_monte_carlo_error(explored):
     q = vae.approximate_posterior(networks, x)
     eps = vae.standard_normal([REFERENCE_SAMPLES, 1, networks.latent_dim], [1, 2])
     z, log_q = vae.sample_and_log_prob(q, eps)
-    log_w, log_px_given_z = vae.log_importance_weights(x, z, log_q, networks.generative_network)
-    reference = float(vae.elbo(log_px_given_z, log_w, q)[0][0])
+    log_w, log_px_given_z = vae.log_importance_weights(x, z, log_q, networks)
+    reference = float(vae.elbo(log_px_given_z, log_w, q, networks)[0][0])
     terms = np.asarray(log_w if networks.has_flow else log_px_given_z)[:, 0]
     reference_error = terms.std(ddof=1) / np.sqrt(REFERENCE_SAMPLES)
     page = explored.found["elboPage"]
@@ -343,7 +348,7 @@ def test_the_pointer_on_the_plane_decodes_its_z_and_prints_z_and_log_p_z(explore
     assert not z[2:].any()  # the other coordinates at 0
     means = pictures.bernoulli_means(networks.generative_network, z[None].astype(np.float32))[0]
     np.testing.assert_allclose(pointer["means"], means, atol=1e-5, rtol=0)
-    log_pz = float(vae.prior(networks.latent_dim).log_prob(z[None].astype(np.float32))[0])
+    log_pz = float(vae.prior(networks).log_prob(z[None].astype(np.float32))[0])
     assert abs(pointer["logPz"] - log_pz) < 1e-5
     printed = ", ".join(f"{v:.2f}".replace("-", "\u2212") for v in z)
     assert f"z = ({printed})" in explored.found["pointerText"]

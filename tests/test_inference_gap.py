@@ -39,7 +39,7 @@ def test_refinement_recovers_the_exact_gaussian_posterior(linear_gaussian):
 def test_quadrature_gives_the_analytic_marginal(linear_gaussian):
     networks, images, _, _, marginal = linear_gaussian
     for image, exact in zip(images[:3], marginal[:3]):
-        grid = quadrature.grid_posterior(networks.generative_network, image)
+        grid = quadrature.grid_posterior(networks, image)
         assert grid.log_px == pytest.approx(exact, abs=1e-3)
         cell = (grid.a[1] - grid.a[0]) * (grid.b[1] - grid.b[0])
         assert np.exp(grid.log_density).sum() * cell == pytest.approx(1.0, abs=1e-6)

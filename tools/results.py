@@ -46,7 +46,8 @@ METRICS = REPO / "metrics"
 PARAM_COLUMNS = [
     key for key in params_model.KEYS if key in stage_params("prepare") + stage_params("train")
 ]
-BEFORE_THE_PARAM = {"weight_decay": 0}  # what an experiment older than a param had instead
+# what an experiment older than a param had instead
+BEFORE_THE_PARAM = {"weight_decay": 0, "prior": "standard", "prior_components": ""}
 COLUMNS = [
     "name",
     *PARAM_COLUMNS,
@@ -97,6 +98,10 @@ def row_from(params: dict, metrics: dict, name: str, command: str) -> dict:
         "name": name,
         **{key: param_value(params, key) for key in PARAM_COLUMNS},
         "hidden_units": "-".join(str(u) for u in params["hidden_units"]),
+        # read only by the VampPrior: empty for N(0, I)
+        "prior_components": param_value(params, "prior_components")
+        if param_value(params, "prior") == "vamp"
+        else "",
         "objective": "ELBO"
         if params["train_samples"] == 1
         else f"IWAE k={params['train_samples']}",
@@ -198,6 +203,8 @@ def model_words(row: dict) -> str:
     words = f"latent {row['latent_dim']}, {row['hidden_units']}"
     if row["posterior"] == "iaf":
         words += f", IAF x{row['flow_steps']}"
+    if row["prior"] == "vamp":
+        words += f", VampPrior K={row['prior_components']}"
     return words
 
 

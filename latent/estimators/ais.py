@@ -9,6 +9,10 @@ Hamiltonian Monte Carlo transition that leaves f_t invariant; with C chains per 
 
     log p(x) ~= logmeanexp_c (log weight of chain c)      (Neal 2001; Wu et al. 2017)
 
+From the VampPrior (``initial="prior"`` with ``prior: vamp``), a mixture with no
+reparameterization, the chains start at exact draws z ~ p(z) (``vae.prior_sample``) and move in z
+itself, f_t(z) = p(z) p(x|z)^beta_t.
+
 The transitions are TensorFlow Probability's: ``tfp.mcmc.HamiltonianMonteCarlo`` wrapped in
 ``tfp.mcmc.SimpleStepSizeAdaptation`` (a step size per chain, moved towards an acceptance rate of
 TARGET_ACCEPTANCE). ``tfp.mcmc.sample_annealed_importance_chain`` is not used: it anneals on a
@@ -109,15 +113,26 @@ class AnnealedImportanceSampler:
     # --- the distributions --------------------------------------------------------------------
 
     def initial_distribution(self, x):
-        """q(z|x) of the tile's images, or the prior as a (standard normal) posterior."""
+        """q(z|x) of the tile's images, or the prior: N(0, I) as a (standard normal) posterior,
+        or the VampPrior's mixture itself (whose chains move in z, ``vae.annealed_log_density``)."""
+        if self.initial == "prior" and not self.networks.has_standard_prior:
+            return vae.prior(self.networks)
         if self.initial == "prior":
             zeros = tf.zeros([tf.shape(x)[0], self.networks.latent_dim])
             return vae.posterior_from_parameters(zeros, tf.ones_like(zeros))
         return vae.approximate_posterior(self.networks, x)
 
+    def initial_states(self, eps, counter):
+        """The chains' first states from eps ~ N(0, I) drawn at ``counter`` of ais_initial: eps
+        itself, or from the VampPrior z ~ p(z) (``vae.prior_sample``)."""
+        if self.initial != "prior" or self.networks.has_standard_prior:
+            return eps
+        key = streams.key("prior_components", self.seed, counter)
+        return vae.prior_sample(self.networks, eps, key)
+
     def _target(self, x, q, beta):
         def log_density(eps):
-            return vae.annealed_log_density(x, q, eps, beta, self.networks.generative_network)[0]
+            return vae.annealed_log_density(x, q, eps, beta, self.networks)[0]
 
         return log_density
 
@@ -251,9 +266,11 @@ class AnnealedImportanceSampler:
         for tile, rows, x in self._image_tiles(images):
             shape = [len(x), self.networks.latent_dim]
             key = streams.key("ais_initial", self.seed, tile)
-            eps = vae.standard_normal([self.chains, *shape], key)
+            eps = self.initial_states(vae.standard_normal([self.chains, *shape], key), tile)
             key = streams.key("ais_initial", self.seed, TUNING_TILES + tile)
-            tuning_eps = vae.standard_normal([TUNING_CHAINS, *shape], key)
+            tuning_eps = self.initial_states(
+                vae.standard_normal([TUNING_CHAINS, *shape], key), TUNING_TILES + tile
+            )
             report = (lambda done, r=rows: progress(r.stop, done)) if progress else None
             chains = self._tuned_anneal(x, tile * streams.BLOCKS, betas, eps, tuning_eps, report)
             parts.append(self._estimate(chains, 1.0, steps))
@@ -276,8 +293,11 @@ class AnnealedImportanceSampler:
         return _joined(parts)
 
     def noise_of(self, x, z):
-        """The eps that the initial distribution's reparameterization maps to z."""
+        """The eps that the initial distribution's reparameterization maps to z (z itself for
+        the VampPrior, whose chains move in z)."""
         q = self.initial_distribution(x)
+        if isinstance(q, tfp.distributions.MixtureSameFamily):
+            return z
         if isinstance(q, tfp.distributions.Independent):
             return (z - q.distribution.loc) / q.distribution.scale
         z0 = q.bijector.inverse(z)  # the flow's base Gaussian
@@ -300,8 +320,9 @@ def _joined(parts: list[dict]) -> dict[str, np.ndarray]:
 
 def simulate(networks: vae.Networks, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(x (count, 784) binary, z (count, L)): z ~ p(z), x ~ p(x|z), so that z is an exact sample
-    of p(z|x) (keys ``bdmc_simulation``)."""
-    z = vae.standard_normal([count, networks.latent_dim], streams.key("bdmc_simulation", seed))
+    of p(z|x) (keys ``bdmc_simulation``, and ``prior_components`` for the VampPrior's)."""
+    eps = vae.standard_normal([count, networks.latent_dim], streams.key("bdmc_simulation", seed))
+    z = vae.prior_sample(networks, eps, streams.key("prior_components", seed, 2**40))
     logits = networks.generative_network(z)
     uniform = tf.random.stateless_uniform(
         [count, PIXELS], streams.key("bdmc_simulation", seed, 1), alg=streams.ALGORITHM

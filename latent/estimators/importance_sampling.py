@@ -125,14 +125,12 @@ class ImportanceSampler:
         tiles = x.shape[0] // TILE
 
         # the ELBO's Monte Carlo error is that of mean log p(x|z) (analytic KL) or of mean log w
-        analytic = vae.analytic_kl(q) is not None
+        analytic = vae.analytic_kl(q, self.networks) is not None
 
         def body(b, running_max, running_sum, sums, spread):
             eps = tf.concat([self.eps(tile_ids[t], b) for t in range(tiles)], axis=1)
             z, log_q = vae.sample_and_log_prob(q, eps)  # (block, n, L), (block, n)
-            log_weights, log_px_given_z = vae.log_importance_weights(
-                x, z, log_q, self.networks.generative_network
-            )
+            log_weights, log_px_given_z = vae.log_importance_weights(x, z, log_q, self.networks)
             in_k = (b * self.block + tf.range(self.block)) < self.k  # the last block may overhang
             spread = merge_spreads(spread, log_px_given_z if analytic else log_weights, in_k)
             log_weights = tf.where(in_k[:, None], log_weights, -np.inf)
@@ -164,7 +162,7 @@ class ImportanceSampler:
         mean_log_px_given_z = sums.log_px_given_z / self.k
         mean_log_weights = sums.log_weights / self.k
         elbo, expected_log_likelihood, kl = vae.elbo(
-            mean_log_px_given_z[None], mean_log_weights[None], q
+            mean_log_px_given_z[None], mean_log_weights[None], q, self.networks
         )
         variance = spread.sum_of_squares / self.k
         return {

@@ -73,9 +73,9 @@ def refine(
             q = posterior.q()
             z, log_q = vae.sample_and_log_prob(q, eps)
             log_weights, log_px_given_z = vae.log_importance_weights(
-                x, z, log_q, posterior.networks.generative_network
+                x, z, log_q, posterior.networks
             )
-            elbo = vae.elbo(log_px_given_z, log_weights, q)[0]
+            elbo = vae.elbo(log_px_given_z, log_weights, q, posterior.networks)[0]
             loss = -tf.reduce_sum(elbo)
         gradients = tape.gradient(loss, posterior.variables)
         optimizer.apply(gradients, posterior.variables)

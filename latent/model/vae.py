@@ -2,14 +2,16 @@
 (https://jaan.io/what-is-variational-autoencoder-vae-tutorial/), in both of its languages.
 
     probability model                                      neural-net language
-    prior             p(z)   = N(0, I)                      -
+    prior             p(z)   = N(0, I), or (prior: vamp)     the part of the loss the encoder is
+                      a mixture of q(z|u_k) at learned       pulled towards (``latent.model.prior``)
+                      pseudo-inputs u_k
     likelihood        p(x|z) = Bernoulli(logits = g(z))     decoder g = generative network
     approx. posterior q(z|x) = N(loc(x), scale(x))          encoder   = inference network
                       (posterior: iaf) that Gaussian pushed through an inverse autoregressive flow
 
 The post's equations, each one function here:
 
-    prior(L)                          p(z)
+    prior(nets)                       p(z)
     likelihood(g, z)                  p(x|z), 784 Bernoulli pixels
     approximate_posterior(nets, x)    q(z|x)
     sample_and_log_prob(q, eps)       z ~ q(z|x), reparameterized (z = loc + scale * eps, then the
@@ -23,7 +25,8 @@ The post's equations, each one function here:
 
 The inference and generative networks are plain Keras 3 models of Dense layers, so their .keras
 files load with ``keras.saving.load_model`` and nothing from this repository; the flow's networks
-need ``import latent.model.flow`` (``latent.records.model_files`` saves and loads them). The
+and the VampPrior's pseudo-inputs need ``import latent.model.flow`` and ``latent.model.prior``
+(``latent.records.model_files`` saves and loads them). The
 distributions are TensorFlow Probability's (``tfd``, ``tfb``).
 
 Every value named ``*_per_example`` or returned per example is in nats for each example (summed
@@ -41,6 +44,7 @@ import tensorflow_probability as tfp
 
 from latent.data.datasets import PIXELS
 from latent.model.flow import PosteriorFlow
+from latent.model.prior import PseudoInputs, mixture_prior, standard_normal_prior
 from latent.plumbing import streams
 
 tfd = tfp.distributions
@@ -49,18 +53,25 @@ tfd = tfp.distributions
 # --- the networks ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity (quadrature caches compiled functions)
 class Networks:
-    """The inference network (encoder), the generative network (decoder) and, for the flow
-    posterior, the flow's networks (None for the mean-field Gaussian)."""
+    """The inference network (encoder), the generative network (decoder), for the flow
+    posterior the flow's networks (None for the mean-field Gaussian) and, for the VampPrior, its
+    pseudo-inputs (None for the standard normal prior)."""
 
     inference_network: keras.Model
     generative_network: keras.Model
     flow: PosteriorFlow | None = None
+    pseudo_inputs: PseudoInputs | None = None
 
     @property
     def latent_dim(self) -> int:
         return int(self.generative_network.inputs[0].shape[-1])
+
+    @property
+    def has_standard_prior(self) -> bool:
+        """Whether p(z) is N(0, I) (else the VampPrior)."""
+        return self.pseudo_inputs is None
 
     @property
     def has_flow(self) -> bool:
@@ -113,16 +124,20 @@ def make_networks(
     posterior: str,
     flow_steps: int,
     pixel_means: np.ndarray | None = None,
+    prior: str = "standard",
+    prior_components: int = 1,
 ) -> Networks:
-    """The networks of a fresh model; ``posterior`` is "gaussian" or "iaf" (with ``flow_steps``).
-    The flow is made only for "iaf", after the other two, so that a Gaussian model's initial
-    weights do not depend on flow_steps."""
+    """The networks of a fresh model; ``posterior`` is "gaussian" or "iaf" (with ``flow_steps``),
+    ``prior`` "standard" or "vamp" (with ``prior_components`` pseudo-inputs). The flow is made
+    only for "iaf", after the encoder and decoder, and the pseudo-inputs only for "vamp", last,
+    so that the other networks' initial weights do not depend on those choices."""
     iaf = posterior == "iaf"
     context_units = latent_dim if iaf else 0
     inference_network = make_inference_network(latent_dim, hidden_units, activation, context_units)
     generative_network = make_generative_network(latent_dim, hidden_units, activation, pixel_means)
     flow = PosteriorFlow(latent_dim, flow_steps, latent_dim, activation=activation) if iaf else None
-    return Networks(inference_network, generative_network, flow)
+    pseudo_inputs = PseudoInputs(prior_components) if prior == "vamp" else None
+    return Networks(inference_network, generative_network, flow, pseudo_inputs)
 
 
 # --- the distributions ----------------------------------------------------------------------
@@ -140,13 +155,27 @@ class Bernoulli(tfd.Bernoulli):
         return tf.cast(x, logits.dtype) * logits - softplus
 
 
-def prior(latent_dim: int):
-    """p(z) = N(0, I)."""
-    return tfd.Independent(
-        tfd.Normal(loc=tf.zeros([latent_dim]), scale=tf.ones([latent_dim])),
-        reinterpreted_batch_ndims=1,
-        name="prior",
+def prior(networks: Networks):
+    """p(z): N(0, I), or the VampPrior, the mixture of the encoder's Gaussians (a flow's base
+    Gaussians) at the pseudo-inputs (``latent.model.prior``)."""
+    if networks.has_standard_prior:
+        return standard_normal_prior(networks.latent_dim)
+    loc, scale = networks.inference_network(networks.pseudo_inputs())[:2]
+    return mixture_prior(loc, scale)
+
+
+def prior_sample(networks: Networks, eps, component_key):
+    """z ~ p(z) from eps ~ N(0, I) (..., L): eps itself for N(0, I); for the VampPrior, for each
+    z a component k drawn uniformly (stateless, from ``component_key``) and loc_k + scale_k * eps
+    of its Gaussian."""
+    if networks.has_standard_prior:
+        return eps
+    gaussians = prior(networks).components_distribution.distribution
+    components = tf.shape(gaussians.loc)[0]
+    chosen = tf.random.stateless_uniform(
+        tf.shape(eps)[:-1], component_key, 0, components, tf.int32, alg=streams.ALGORITHM
     )
+    return tf.gather(gaussians.loc, chosen) + tf.gather(gaussians.scale, chosen) * eps
 
 
 def likelihood(generative_network, z):
@@ -218,18 +247,19 @@ def posterior_means(networks: Networks, images: np.ndarray, seed: int) -> np.nda
 # --- the bounds -----------------------------------------------------------------------------
 
 
-def log_importance_weights(x, z, log_q, generative_network):
+def log_importance_weights(x, z, log_q, networks: Networks):
     """log w = log p(x|z) + log p(z) - log q(z|x) for each sample and example (k, N), and the
     log p(x|z) term alone (the ELBO's expected log-likelihood averages it)."""
-    log_px_given_z = likelihood(generative_network, z).log_prob(x)
-    log_pz = prior(z.shape[-1]).log_prob(z)
+    log_px_given_z = likelihood(networks.generative_network, z).log_prob(x)
+    log_pz = prior(networks).log_prob(z)
     return log_px_given_z + log_pz - log_q, log_px_given_z
 
 
-def analytic_kl(q):
-    """KL(q(z|x) || p(z)) per example where TFP knows it (the Gaussian), else None."""
+def analytic_kl(q, networks: Networks):
+    """KL(q(z|x) || p(z)) per example where TFP knows it (a Gaussian q and the standard normal
+    prior), else None (the flow, the VampPrior: Monte Carlo, see ``elbo``)."""
     try:
-        return tfd.kl_divergence(q, prior(q.event_shape[-1]))
+        return tfd.kl_divergence(q, prior(networks))
     except NotImplementedError:
         return None
 
@@ -241,15 +271,16 @@ def kl_per_dimension(q):
     return tfd.kl_divergence(gaussian, tfd.Normal(tf.zeros_like(gaussian.loc), 1.0))
 
 
-def elbo(log_px_given_z, log_weights, q):
+def elbo(log_px_given_z, log_weights, q, networks: Networks):
     """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) per example, from k samples (k, N).
 
     E_q[log p(x|z)] is the Monte Carlo mean of log p(x|z). The KL is analytic for the Gaussian
-    posterior; for the flow it is Monte Carlo too, KL ~= mean_k [log q(z_k|x) - log p(z_k)]
-    = mean log p(x|z) - mean log w. Returns (elbo, expected_log_likelihood, kl), each (N,).
+    posterior and the standard normal prior; for the flow or the VampPrior it is Monte Carlo
+    too, KL ~= mean_k [log q(z_k|x) - log p(z_k)] = mean log p(x|z) - mean log w. Returns (elbo,
+    expected_log_likelihood, kl), each (N,).
     """
     expected_log_likelihood = tf.reduce_mean(log_px_given_z, axis=0)
-    kl = analytic_kl(q)
+    kl = analytic_kl(q, networks)
     if kl is None:
         kl = expected_log_likelihood - tf.reduce_mean(log_weights, axis=0)
     return expected_log_likelihood - kl, expected_log_likelihood, kl
@@ -275,8 +306,8 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
     z, log_q = sample_and_log_prob(q, eps)
     if q_parameters_fixed:
         log_q = with_parameters_stopped(q).log_prob(z)
-    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks.generative_network)
-    value, expected_log_likelihood, kl = elbo(log_px_given_z, log_weights, q)
+    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks)
+    value, expected_log_likelihood, kl = elbo(log_px_given_z, log_weights, q, networks)
     annealed = log_px_given_z + kl_weight * (log_weights - log_px_given_z)
     return {
         "expected_log_likelihood": expected_log_likelihood,
@@ -289,7 +320,7 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
     }
 
 
-def annealed_log_density(x, q, eps, beta, generative_network):
+def annealed_log_density(x, q, eps, beta, networks: Networks):
     """log f_beta of annealed importance sampling (Neal 2001; Wu et al. 2017) from q to the
     posterior, written in q's noise eps (k, N, L), unnormalized, (k, N):
 
@@ -298,9 +329,16 @@ def annealed_log_density(x, q, eps, beta, generative_network):
     and z = the reparameterization of eps (``sample_and_log_prob``), whose Jacobian turns q(z|x)
     into N(eps; 0, I): log f_beta(eps) = log N(eps; 0, I) + beta log w. beta = 0 is q (normalized),
     beta = 1 the posterior times p(x); a q of the prior, N(0, I), makes log w = log p(x|z).
-    Returns (log f_beta, log w)."""
+    The VampPrior as q (``prior(networks)``, a mixture, which has no reparameterization) makes
+    the state z itself: log f_beta(z) = log p(z) + beta log p(x|z). Returns (log f_beta, log w).
+    """
+    if isinstance(q, tfd.MixtureSameFamily):
+        log_px_given_z = likelihood(networks.generative_network, eps).log_prob(x)
+        return q.log_prob(eps) + tf.cast(
+            beta, log_px_given_z.dtype
+        ) * log_px_given_z, log_px_given_z
     z, log_q = sample_and_log_prob(q, eps)
-    log_weights, _ = log_importance_weights(x, z, log_q, generative_network)
+    log_weights, _ = log_importance_weights(x, z, log_q, networks)
     log_noise = tf.reduce_sum(-0.5 * tf.square(eps) - 0.5 * np.log(2 * np.pi), axis=-1)
     return log_noise + tf.cast(beta, log_weights.dtype) * log_weights, log_weights
 
@@ -360,6 +398,7 @@ class VariationalAutoencoder(keras.Model):
         self.inference_network = networks.inference_network  # attributes: Keras tracks the
         self.generative_network = networks.generative_network  # networks' variables through them
         self.posterior_flow = networks.flow
+        self.pseudo_inputs = networks.pseudo_inputs
         self.train_samples = int(train_samples)
         self.seed = int(seed)
         self.kl_warmup_steps = int(kl_warmup_steps)

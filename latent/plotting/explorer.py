@@ -12,8 +12,10 @@ labels of the first test digits; the first test digit of each class; the page's 
 plain JavaScript evaluates the networks with the formulas of ``latent.model.vae`` and
 ``latent.model.flow``: Dense layers with their activations, softplus scales, the flow's MADEs
 (kernels multiplied by their masks here, as ``MaskedDense`` multiplies them), sigmoid gates, the
-latent order reversed between steps and log q(z|x) from the log-determinant; the ELBO is
-``vae.elbo``'s (analytic KL for the Gaussian, Monte Carlo for the flow).
+latent order reversed between steps and log q(z|x) from the log-determinant, the VampPrior's
+mixture from the encoder's Gaussians at its pseudo-inputs (``prior``: their loc and scale,
+computed here, only for ``prior: vamp``); the ELBO is ``vae.elbo``'s (analytic KL for the
+Gaussian and N(0, I), Monte Carlo for the flow or the VampPrior).
 
 The page loads nothing: no network access of any kind (its own Content-Security-Policy forbids
 every request). The same networks, test split and settings give the same bytes (no dates).
@@ -159,6 +161,9 @@ def page_model(networks: vae.Networks, test: Split, points: int, samples: int, s
             for digit, index in digits.items()
         ],
     }
+    if not networks.has_standard_prior:
+        gaussians = vae.prior(networks).components_distribution.distribution
+        model["prior"] = {"loc": blob.add(gaussians.loc), "scale": blob.add(gaussians.scale)}
     model["blob"] = blob.base64()
     return model
 

@@ -6,9 +6,9 @@
   posterior_training.png    small multiples of those snapshots
   manifold.png              prior predictive: Bernoulli means decoded from a grid over [-3, 3]^2
   reconstructions.png       test digits, their posterior-predictive means and a sample
-  prior_samples.png         decoded z ~ N(0, I): Bernoulli means and samples
+  prior_samples.png         decoded z ~ p(z): Bernoulli means and samples
   training_curves.png       train and valid ELBO and KL per epoch
-The pictures' draws are the model's own distributions' (``q.sample``, ``prior(L).sample``,
+The pictures' draws are the model's own distributions' (``q.sample``, ``prior(networks).sample``,
 p(x|z)'s ``mean``/``sample``), from stateless keys of the seed (``streams``); the posterior means
 are ``vae.posterior_means``, like the training snapshots'. latent_dim 2 plots z1, z2 themselves.
 More dimensions are shown along the two leading principal directions of the posterior means
@@ -265,9 +265,9 @@ def reconstructions_figure(networks: vae.Networks, images, labels, seed: int):
     return fig
 
 
-def prior_samples_figure(generative_network, latent_dim, seed: int, count=8):
-    z = vae.prior(latent_dim).sample(count * count, seed=tfp_seed(seed, "prior samples"))
-    p_x_given_z = vae.likelihood(generative_network, z)
+def prior_samples_figure(networks: vae.Networks, seed: int, count=8):
+    z = vae.prior(networks).sample(count * count, seed=tfp_seed(seed, "prior samples"))
+    p_x_given_z = vae.likelihood(networks.generative_network, z)
     means = np.asarray(p_x_given_z.mean())
     samples = np.asarray(p_x_given_z.sample(seed=tfp_seed(seed, "prior predictive pixels")))
     fig = new_figure(SIZES["prior_samples.png"], layout="constrained")
@@ -277,8 +277,9 @@ def prior_samples_figure(generative_network, latent_dim, seed: int, count=8):
         show_digits(ax, tile(images.reshape(count, count, SIDE, SIDE)))
         ax.set_title(name, fontsize=10)
         without_ticks(ax)
+    prior = "N(0, I)" if networks.has_standard_prior else "p(z), the VampPrior,"
     fig.suptitle(
-        f"Prior predictive: {count * count} draws z ~ N(0, I) decoded by p(x|z)", fontsize=11
+        f"Prior predictive: {count * count} draws z ~ {prior} decoded by p(x|z)", fontsize=11
     )
     return fig
 
@@ -330,6 +331,6 @@ def draw_all(networks: vae.Networks, test, snapshots: dict, directory: Path, see
     save_png(manifold, directory / "manifold.png")
     reconstructions = reconstructions_figure(networks, test.images, test.labels, seed)
     save_png(reconstructions, directory / "reconstructions.png")
-    prior_samples = prior_samples_figure(generative_network, networks.latent_dim, seed)
+    prior_samples = prior_samples_figure(networks, seed)
     save_png(prior_samples, directory / "prior_samples.png")
     save_png(training_curves_figure(), directory / "training_curves.png")

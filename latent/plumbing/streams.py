@@ -34,6 +34,8 @@ PURPOSES = {
     "ais_initial": 13,  # ais: the chains' first eps, counter = tile
     "ais": 14,  # ais: HMC transitions, counter = tile * 2^20 + step
     "bdmc_simulation": 15,  # ais: images simulated from the model for BDMC
+    "prior_components": 16,  # ais: the VampPrior component of each z drawn from the prior,
+    # counter = the counter of the eps it goes with (ais_initial's; 2^40 for bdmc_simulation)
 }
 BLOCKS = 2**20  # counters that number (major, minor) pairs: major * BLOCKS + minor
 

@@ -64,6 +64,8 @@ def build_model(
         config.posterior,
         config.flow_steps,
         pixel_means(train),
+        config.prior,
+        config.prior_components,
     )
     model = vae.VariationalAutoencoder(
         networks,

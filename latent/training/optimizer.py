@@ -34,7 +34,8 @@ def learning_rate(config: StageConfig, steps_per_epoch: int):
 def make_optimizer(config: StageConfig, steps_per_epoch: int) -> keras.optimizers.Adam:
     """Adam at the scheduled learning rate; with ``ema``, keeping the weights' moving average; with
     ``weight_decay``, Keras' decoupled decay (each step multiplies every kernel by
-    1 - learning rate * weight_decay, as AdamW does; biases are excluded)."""
+    1 - learning rate * weight_decay, as AdamW does; biases and the VampPrior's pseudo-inputs,
+    which are images, not kernels, are excluded)."""
     optimizer = keras.optimizers.Adam(
         learning_rate(config, steps_per_epoch),
         weight_decay=config.weight_decay or None,
@@ -42,5 +43,5 @@ def make_optimizer(config: StageConfig, steps_per_epoch: int) -> keras.optimizer
         ema_momentum=EMA_MOMENTUM,
     )
     if config.weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=["bias"])
+        optimizer.exclude_from_weight_decay(var_names=["bias", "pseudo_inputs"])
     return optimizer
