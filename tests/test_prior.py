@@ -30,18 +30,27 @@ def log_normal(z, loc, scale):
 
 def test_the_mixture_density_is_the_mean_of_its_gaussians():
     """log p(z) = log (1/K) sum_k N(z; loc_k, scale_k^2), computed in float64 by hand. The
-    float32 evaluation rounds each of the (K, L) terms and their sums, a few dozen roundings each
-    at most eps/2 relative to terms no larger than the largest |term| sum: 64 eps of that bounds
-    it."""
+    float32 evaluation expands each component's sum_l (z_l - loc_kl)^2 / scale_kl^2 into three
+    sums of L terms (``prior.GaussianMixture``), each rounded by at most (L + 3) eps/2 of the sum
+    of their magnitudes M_k; log-sum-exp passes on each component's error times its share w_k of
+    the density, so the error is below sum_k w_k (L + 3) eps M_k / 2 plus a few eps of log p(z)."""
     rng = np.random.default_rng(0)
-    loc = rng.normal(size=(5, 3)).astype(np.float32)
-    scale = rng.uniform(0.3, 2.0, size=(5, 3)).astype(np.float32)
-    z = (2 * rng.normal(size=(7, 3))).astype(np.float32)
-    terms = log_normal(z[:, None, :].astype(np.float64), loc, scale).sum(-1)  # (7, K)
-    expected = np.logaddexp.reduce(terms, axis=1) - math.log(5)
+    components, latent_dim = 5, 3
+    loc = rng.normal(size=(components, latent_dim)).astype(np.float32)
+    scale = rng.uniform(0.03, 2.0, size=(components, latent_dim)).astype(np.float32)
+    z = (2 * rng.normal(size=(7, latent_dim))).astype(np.float32)
+    z64 = z.astype(np.float64)[:, None, :]  # (7, 1, L) against the components (K, L)
+    loc64, scale64 = loc.astype(np.float64), scale.astype(np.float64)
+    terms = log_normal(z64, loc64, scale64).sum(-1)  # (7, K)
+    expected = np.logaddexp.reduce(terms, axis=1) - math.log(components)
+    shares = np.exp(terms - np.logaddexp.reduce(terms, axis=1, keepdims=True))
+    magnitudes = ((z64**2 + 2 * np.abs(z64 * loc64) + loc64**2) / scale64**2).sum(-1)
+    bound = (latent_dim + 3) * FLOAT32_EPS / 2 * (shares * magnitudes).sum(-1)
+    bound += 8 * FLOAT32_EPS * np.abs(expected)
     p = prior.mixture_prior(tf.constant(loc), tf.constant(scale))
-    bound = 64 * FLOAT32_EPS * np.abs(terms).max()
-    np.testing.assert_allclose(p.log_prob(z).numpy(), expected, rtol=0, atol=bound)
+    np.testing.assert_array_less(np.abs(p.log_prob(z).numpy() - expected), bound)
+    tfp_mixture = prior.tfd.MixtureSameFamily(p.mixture_distribution, p.components_distribution)
+    np.testing.assert_allclose(p.log_prob(z), tfp_mixture.log_prob(z), rtol=0, atol=bound.max())
 
 
 def one_component_at_the_standard_normal(latent_dim=3):

@@ -22,12 +22,24 @@ arbitrary z needs its inverse, one MADE pass per latent dimension, for every com
 sample, where the base Gaussians' log densities are one (samples, K, L) expression. The mixture
 is a normalized density either way, so every bound stays a bound.
 
+The mixture's log density is TFP's ``MixtureSameFamily`` with its ``log_prob`` evaluated by two
+matmuls (``GaussianMixture``): sum_l (z_l - loc_kl)^2 / scale_kl^2 expanded into z^2 . (1/scale^2)
+- 2 z . (loc/scale^2) + sum_l loc^2/scale^2. TFP's own log_prob broadcasts every sample against
+every component, an (..., K, L) array whose forward and backward passes made training 4.8 times
+slower than with N(0, I) (the paper-sized flow, IWAE k = 5, K = 500, this 2-core Xeon: 1,425
+against 6,827 examples/s); the matmuls give 4,350, the rest being the encoder's pass over the
+pseudo-inputs. The price is float32 cancellation in the expansion: against float64, on codes
+near their component (scales 0.03 to 1), the error is 0.001 nats rms, 0.008 at most, and its
+mean is 1e-5 (TFP's: 5e-6 rms), far below the Monte Carlo error of any estimate here.
+
 The pseudo-inputs are as in the authors' code (jmtomczak/vae_vampprior): u = clip(w, 0, 1) of a
 free weight w (K, 784), initialized N(0.05, 0.01), so that they start as near-black images and
 stay in the pixels' range.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import tensorflow as tf
@@ -51,11 +63,34 @@ def standard_normal_prior(latent_dim: int):
     )
 
 
+class GaussianMixture(tfd.MixtureSameFamily):
+    """A mixture of diagonal Gaussians (components (K, L)) whose ``log_prob`` of z (..., L) is
+    two matmuls instead of TFP's (..., K, L) broadcast (see the module docstring)."""
+
+    def _log_prob(self, z):
+        normal = self.components_distribution.distribution
+        loc, scale = normal.loc, normal.scale
+        precision = 1.0 / tf.square(scale)  # (K, L)
+        flat = tf.reshape(z, [-1, z.shape[-1]])
+        quadratic = (
+            tf.matmul(tf.square(flat), precision, transpose_b=True)
+            - 2.0 * tf.matmul(flat, loc * precision, transpose_b=True)
+            + tf.reduce_sum(tf.square(loc) * precision, axis=-1)
+        )  # (N, K): sum_l (z_l - loc_kl)^2 / scale_kl^2
+        log_normalizer = tf.reduce_sum(tf.math.log(scale), axis=-1) + 0.5 * z.shape[-1] * math.log(
+            2 * math.pi
+        )
+        log_weights = tf.nn.log_softmax(self.mixture_distribution.logits_parameter())
+        log_components = -0.5 * quadratic - log_normalizer + log_weights
+        log_density = tf.reduce_logsumexp(log_components, axis=-1)
+        return tf.reshape(log_density, tf.shape(z)[:-1])
+
+
 def mixture_prior(loc, scale):
     """p(z) = (1/K) sum_k N(z; loc_k, diag(scale_k^2)), from the encoder's Gaussian parameters
     (K, L) at the K pseudo-inputs."""
     components = tf.shape(loc)[0]
-    return tfd.MixtureSameFamily(
+    return GaussianMixture(
         mixture_distribution=tfd.Categorical(logits=tf.zeros([components], loc.dtype)),
         components_distribution=tfd.Independent(tfd.Normal(loc=loc, scale=scale), 1),
         name="vamp_prior",
