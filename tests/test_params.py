@@ -43,6 +43,8 @@ def test_loads_only_the_keys_asked_for(tmp_path):
         ("manifold_grid", 1, "an integer from 2 to 60"),
         ("posterior", "flow", "one of gaussian, iaf"),
         ("flow_steps", -1, "an integer >= 0"),
+        ("prior", "mixture", "one of standard, vamp"),
+        ("prior_components", 0, "an integer >= 1"),
         ("lr_schedule", "linear", "one of constant, iwae, cosine"),
         ("kl_warmup_epochs", 1.5, "an integer >= 0"),
         ("ema", "yes", "true or false"),
@@ -109,3 +111,12 @@ def test_dreg_with_a_flow_posterior_is_one_line_naming_both_keys(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert "gradient_estimator = 'dreg' is not allowed with posterior = 'iaf'" in message
+
+
+def test_dreg_with_the_vampprior_is_one_line_naming_both_keys(tmp_path):
+    path = write(tmp_path / "p.yaml", prior="vamp", gradient_estimator="dreg", train_samples=5)
+    with pytest.raises(params.ParamError) as error:
+        params.load_keys(["prior"], path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "gradient_estimator = 'dreg' is not allowed with prior = 'vamp'" in message

@@ -6,7 +6,8 @@
   posterior_training.png    small multiples of those snapshots
   manifold.png              prior predictive: Bernoulli means decoded from a grid over [-3, 3]^2
   reconstructions.png       test digits, their posterior-predictive means and a sample
-  prior_samples.png         decoded z ~ p(z): Bernoulli means and samples
+  prior_samples.png         decoded z ~ p(z): Bernoulli means and samples (and the VampPrior's
+                            pseudo-inputs with what their components decode to)
   training_curves.png       train and valid ELBO and KL per epoch
 The pictures' draws are the model's own distributions' (``q.sample``, ``prior(networks).sample``,
 p(x|z)'s ``mean``/``sample``), from stateless keys of the seed (``streams``); the posterior means
@@ -26,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from latent.data.datasets import SIDE
+from latent.data.datasets import PIXELS, SIDE
 from latent.model import vae
 from latent.plotting.canvas import (
     digit_legend,
@@ -265,15 +266,38 @@ def reconstructions_figure(networks: vae.Networks, images, labels, seed: int):
     return fig
 
 
+def pseudo_input_panels(networks: vae.Networks, count: int) -> list[tuple[str, np.ndarray]]:
+    """The VampPrior's first count^2 pseudo-inputs u_k and the Bernoulli means decoded at the
+    means of their components, loc(u_k), as (title, (count^2, 784)) panels (blank past K)."""
+    pseudo_inputs = np.asarray(networks.pseudo_inputs())[: count * count]
+    loc = networks.inference_network(pseudo_inputs)[0]
+    decoded = bernoulli_means(networks.generative_network, loc)
+    shown = len(pseudo_inputs)
+    panels = []
+    for title, images in (
+        (f"pseudo-inputs u_k ({shown} of {networks.pseudo_inputs.components})", pseudo_inputs),
+        ("E[x|z] at z = loc(u_k), each component's mean", decoded),
+    ):
+        padded = np.zeros((count * count, PIXELS), np.float32)
+        padded[:shown] = images
+        panels.append((title, padded))
+    return panels
+
+
 def prior_samples_figure(networks: vae.Networks, seed: int, count=8):
+    """Decoded draws of the prior; for the VampPrior also its pseudo-inputs and what their
+    components decode to."""
     z = vae.prior(networks).sample(count * count, seed=tfp_seed(seed, "prior samples"))
     p_x_given_z = vae.likelihood(networks.generative_network, z)
     means = np.asarray(p_x_given_z.mean())
     samples = np.asarray(p_x_given_z.sample(seed=tfp_seed(seed, "prior predictive pixels")))
-    fig = new_figure(SIZES["prior_samples.png"], layout="constrained")
-    for ax, (name, images) in zip(
-        fig.subplots(1, 2), (("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples))
-    ):
+    panels = [("Bernoulli means E[x|z]", means), ("samples x ~ p(x|z)", samples)]
+    size = SIZES["prior_samples.png"]
+    if not networks.has_standard_prior:
+        panels += pseudo_input_panels(networks, count)
+        size = (size[0], 2 * size[1])
+    fig = new_figure(size, layout="constrained")
+    for ax, (name, images) in zip(fig.subplots(len(panels) // 2, 2).ravel(), panels):
         show_digits(ax, tile(images.reshape(count, count, SIDE, SIDE)))
         ax.set_title(name, fontsize=10)
         without_ticks(ax)
