@@ -306,7 +306,8 @@ def prior_training(peak, train_x) -> None:
     """The VampPrior's training recipe (paper-sized, the flow, IWAE k = 5, batch 128) with the
     standard prior and with 500 pseudo-inputs: examples/s, % of the matmul peak (the VampPrior
     adds, per step, one encoder pass over the pseudo-inputs and the mixture's density at every
-    sample: ``flops.vamp_prior_flops``), and hours for 600 epochs of 60,000."""
+    sample: ``flops.vamp_prior_flops``), and hours for 600 epochs of the training set (without
+    the validation passes)."""
     _, latent_dim, hidden = PAPER
     k, batch, components = 5, 128, 500
     x = train_x[:12_800]
@@ -329,7 +330,7 @@ def prior_training(peak, train_x) -> None:
         if prior == "vamp":
             per_example += vamp_prior_flops(latent_dim, hidden, components, batch, k)
         percent = 100 * rate * per_example / 1e9 / peak
-        hours = 600 * 60_000 / rate / 3600
+        hours = 600 * len(train_x) / rate / 3600
         print(
             f"  prior {prior:<8}: {rate:>7,.0f} examples/s, {percent:4.1f}% of the matmul peak "
             f"(matmuls only), 600 epochs: {hours:4.2f} h"
