@@ -101,8 +101,8 @@ def mixture_prior(loc, scale):
 class PseudoInputs(keras.Model):
     """The VampPrior's K learned pseudo-inputs u (K, 784) in [0, 1]: ``pseudo_inputs()``."""
 
-    def __init__(self, components: int, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, components: int, name: str = "pseudo_inputs", **kwargs):
+        super().__init__(name=name, **kwargs)
         self.components = int(components)
         initializer = keras.initializers.RandomNormal(PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STDDEV)
         self.free = self.add_weight(

@@ -258,6 +258,8 @@ def log_importance_weights(x, z, log_q, networks: Networks):
 def analytic_kl(q, networks: Networks):
     """KL(q(z|x) || p(z)) per example where TFP knows it (a Gaussian q and the standard normal
     prior), else None (the flow, the VampPrior: Monte Carlo, see ``elbo``)."""
+    if not networks.has_standard_prior:
+        return None
     try:
         return tfd.kl_divergence(q, prior(networks))
     except NotImplementedError:
@@ -394,6 +396,12 @@ class VariationalAutoencoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if gradient_estimator == "dreg" and not networks.has_standard_prior:
+            raise ValueError(
+                "gradient_estimator 'dreg' needs the standard prior: its split of the gradient "
+                "leaves the VampPrior's pseudo-inputs out and weights the encoder's prior terms "
+                "wrongly"
+            )
         self.networks = networks
         self.inference_network = networks.inference_network  # attributes: Keras tracks the
         self.generative_network = networks.generative_network  # networks' variables through them
