@@ -126,23 +126,27 @@ def test_bad_ais_params_are_one_line(tmp_path, key, value, allowed):
     )
 
 
-@pytest.mark.parametrize("initial, steps", [("encoder", 20), ("prior", 200)])
-def test_stage_writes_the_estimate_the_comparisons_and_the_curve(fixture_model, initial, steps):
-    """From the encoder (the latent-50 protocol) or the prior (the default run's), AIS on a
-    latent-2 model is as close to the exact log p(x) as IS, or closer."""
+STAGE_PARAMS = dict(epochs=5, gap_examples=20, ais_examples=20, ais_chains=8, bdmc_examples=8)
+
+
+@pytest.fixture(scope="module")
+def gaps_written(fixture_model):
+    """The fixture model's workspace with the inference_gap stage run on 20 test images (what
+    the ais stage reads besides the model)."""
     workspace, _, _ = fixture_model
-    write_params(
-        workspace,
-        epochs=5,
-        gap_examples=20,
-        ais_examples=20,
-        ais_steps=[2, steps],
-        ais_chains=8,
-        ais_initial=initial,
-        bdmc_examples=8,
-    )
+    write_params(workspace, **STAGE_PARAMS)
     with chdir(workspace):
         inference_gap.main()
+    return workspace
+
+
+@pytest.mark.parametrize("initial, steps", [("encoder", 20), ("prior", 200)])
+def test_stage_writes_the_estimate_the_comparisons_and_the_curve(gaps_written, initial, steps):
+    """From the encoder (the latent-50 protocol) or the prior (the default run's), AIS on a
+    latent-2 model is as close to the exact log p(x) as IS, or closer."""
+    workspace = gaps_written
+    write_params(workspace, **STAGE_PARAMS, ais_steps=[2, steps], ais_initial=initial)
+    with chdir(workspace):
         ais_stage.main()
     metrics = json.loads((workspace / ais_stage.METRICS).read_text())
     assert metrics["examples"] == 20 and metrics["steps"] == steps

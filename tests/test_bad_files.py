@@ -112,13 +112,21 @@ class Interrupted(Exception):
     pass
 
 
+DAMAGE_RUN = dict(epochs=4, ema=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    """The 4-epoch run that no backup interrupted, the reference for each kind of damage."""
+    return fit(make_splits(), **DAMAGE_RUN)
+
+
 @pytest.mark.parametrize("damaged", [backup.STATE, backup.WEIGHTS, backup.ARRAYS])
 def test_a_damaged_backup_is_discarded_with_a_warning_and_training_starts_over(
-    tmp_path, capsys, damaged
+    tmp_path, capsys, uninterrupted, damaged
 ):
     splits = make_splits()
-    overrides = dict(epochs=4, ema=True)
-    uninterrupted = fit(splits, **overrides)
+    overrides = DAMAGE_RUN
 
     def interrupt_in_epoch_3(line):
         if line.startswith("epoch 3/"):

@@ -213,8 +213,8 @@ def test_a_killed_temporary_experiment_resumes_from_its_backup_when_run_again(re
     training backup lives in the parent repository ($DVC_ROOT), so running the same experiment
     again resumes it. (--temp runs in the foreground with the queue's executor; the target
     ``train`` stops the experiment there, since what runs after training is not in question.)"""
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-S", "epochs=60"]
-    command += ["-S", "patience=60", "-S", "hidden_units=[256,256]", "train"]
+    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-S", "epochs=20"]
+    command += ["-S", "patience=20", "-S", "hidden_units=[256,256]", "train"]
     process = subprocess.Popen(
         command,
         cwd=repo.path,
@@ -240,5 +240,5 @@ def test_a_killed_temporary_experiment_resumes_from_its_backup_when_run_again(re
         for commit in shown
         for e in (commit.get("experiments") or [])
     ]
-    (finished,) = [run for run in runs if run and run["epochs_run"] == 60]
+    (finished,) = [run for run in runs if run and run["epochs_run"] == 20]
     assert finished["resumed_from_epoch"] >= 1

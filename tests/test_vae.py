@@ -143,25 +143,31 @@ def test_random_draws_are_fixed_by_the_seed():
     assert not np.array_equal(x, binarize(intensities, tf.constant([0, 2], tf.int64)))
 
 
-def gradients(nets, x, eps, estimator, kl_weight):
-    """d(objective)/d(inference network weights) of the (annealed) IWAE bound, per estimator."""
-    encoder = nets.inference_network.trainable_weights
-    with tf.GradientTape() as tape:
-        dreg = estimator == "dreg"
-        terms = vae.bounds_per_example(x, nets, eps, kl_weight, q_parameters_fixed=dreg)
-        if dreg:
-            inference, _ = vae.dreg_surrogates(terms["log_weights_annealed"], kl_weight)
-            objective = tf.reduce_mean(inference)
-        else:
-            objective = tf.reduce_mean(terms["iwae_annealed"])
-    return np.concatenate([g.numpy().ravel() for g in tape.gradient(objective, encoder)])
+def objective_of(nets, x, eps, estimator, kl_weight):
+    """The batch mean of the (annealed) IWAE bound, or DReG's surrogate for the inference
+    network's gradient."""
+    dreg = estimator == "dreg"
+    terms = vae.bounds_per_example(x, nets, eps, kl_weight, q_parameters_fixed=dreg)
+    if dreg:
+        inference, _ = vae.dreg_surrogates(terms["log_weights_annealed"], kl_weight)
+        return tf.reduce_mean(inference)
+    return tf.reduce_mean(terms["iwae_annealed"])
 
 
 def gradient_draws(nets, x, k, estimator, kl_weight, draws):
+    """``draws`` gradients, each from its own k draws of eps, in one traced graph."""
+    encoder = nets.inference_network.trainable_weights
+
+    @tf.function
+    def one_draw(eps):
+        with tf.GradientTape() as tape:
+            objective = objective_of(nets, x, eps, estimator, kl_weight)
+        return tf.concat([tf.reshape(g, [-1]) for g in tape.gradient(objective, encoder)], 0)
+
     eps = [
         tf.random.stateless_normal([k, len(x), nets.latent_dim], seed=[7, i]) for i in range(draws)
     ]
-    return np.stack([gradients(nets, x, e, estimator, kl_weight) for e in eps])
+    return np.stack([one_draw(e).numpy() for e in eps])
 
 
 @pytest.mark.parametrize("kl_weight", [1.0, 0.3])
