@@ -188,8 +188,8 @@ def manifold_points(grid: int, view: LatentView) -> tuple[np.ndarray, np.ndarray
 
     Row i, column j is (a_j, b_{n-1-i}): left to right the first coordinate grows, bottom to top
     the second one grows, as on the axes of a plot. L = 2: z = (a, b). L > 2: z = a u1 + b u2
-    along the two leading principal directions, all other coordinates at the prior mean 0.
-    L = 1: a single row, z = a.
+    along the two leading principal directions, all other coordinates at 0 (the mean of N(0, I);
+    a VampPrior's mean is the mean of its components' locs). L = 1: a single row, z = a.
     """
     values = np.linspace(-GRID_LIMIT, GRID_LIMIT, grid)
     if view.latent_dim == 1:
@@ -206,8 +206,9 @@ def bernoulli_means(generative_network, z) -> np.ndarray:
     return np.asarray(vae.likelihood(generative_network, tf.constant(z, tf.float32)).mean())
 
 
-def manifold_figure(generative_network, grid: int, view: LatentView):
-    """(figure, decoded means (rows * cols, 784), latent points (rows, cols, L))."""
+def manifold_figure(generative_network, grid: int, view: LatentView, held_at="the prior mean 0"):
+    """(figure, decoded means (rows * cols, 784), latent points (rows, cols, L)); the title says
+    the other coordinates are ``held_at``."""
     values, points = manifold_points(grid, view)
     rows, cols = points.shape[:2]
     means = bernoulli_means(generative_network, points.reshape(rows * cols, -1))
@@ -217,7 +218,7 @@ def manifold_figure(generative_network, grid: int, view: LatentView):
     where = {1: "z1 from -3 to 3", 2: "z1 and z2 from -3 to 3 (tile centres)"}.get(
         view.latent_dim,
         "-3 to 3 along the two leading principal directions of the posterior means;\n"
-        f"the other {view.latent_dim - 2} coordinates at the prior mean 0",
+        f"the other {view.latent_dim - 2} coordinates at {held_at}",
     )
     ax.set_title(
         f"Prior predictive: Bernoulli means E[x|z] decoded on a {rows} x {cols} grid,\n{where}",
@@ -351,7 +352,8 @@ def draw_all(networks: vae.Networks, test, snapshots: dict, directory: Path, see
     save_png(snapshots_figure(shown), directory / "posterior_training.png")
     (directory / "posterior_training.gif").write_bytes(snapshots_animation(shown))
     generative_network = networks.generative_network
-    manifold = manifold_figure(generative_network, grid, view)[0]
+    held_at = "the prior mean 0" if networks.has_standard_prior else "0"
+    manifold = manifold_figure(generative_network, grid, view, held_at)[0]
     save_png(manifold, directory / "manifold.png")
     reconstructions = reconstructions_figure(networks, test.images, test.labels, seed)
     save_png(reconstructions, directory / "reconstructions.png")
