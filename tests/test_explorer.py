@@ -37,6 +37,7 @@ from stages import explorer as explorer_stage
 from stages import figures as figures_stage
 from tests import test_plots_offline as offline
 from tests.conftest import REPO, make_workspace
+from tests.test_prior import log_normal
 
 pytestmark = pytest.mark.pipeline
 chromium = offline.chromium  # the offline plots test's fixture: installed when missing, else skip
@@ -351,8 +352,7 @@ def log_prior_float64(networks, z: np.ndarray) -> tuple[float, float]:
     else:
         gaussians = vae.prior(networks).components_distribution.distribution
         loc, scale = (np.asarray(v, np.float64) for v in (gaussians.loc, gaussians.scale))
-    standardized = (z - loc) / scale  # (K, L)
-    per_component = -0.5 * standardized**2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
+    per_component = log_normal(z, loc, scale)  # (K, L)
     log_pz = np.logaddexp.reduce(per_component.sum(axis=1)) - np.log(len(loc))
     return float(log_pz), float(np.abs(per_component).sum() + abs(log_pz))
 

@@ -223,7 +223,7 @@ def experiments(machines) -> dict:
     each pushed with ``dvc exp push origin NAME``: what each made, its push's output, and which
     of a1's model objects the DVC remote held just before A pushed. Both machines are put back
     to the baseline."""
-    runs = {"a1": (machines.a, 3), "b1": (machines.b, 4)}
+    runs = {"a1": machines.a, "b1": machines.b}
     running = {
         name: subprocess.Popen(
             [sys.executable, "-m", "dvc", "exp", "run", *EXPERIMENT_ARGS[name].split()],
@@ -233,7 +233,7 @@ def experiments(machines) -> dict:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for name, (machine, value) in runs.items()
+        for name, machine in runs.items()
     }
     for name, process in running.items():
         output = process.communicate()[0]
@@ -244,15 +244,13 @@ def experiments(machines) -> dict:
             evaluate=json.loads((machine / "metrics" / "evaluate.json").read_text()),
             lock=lock_hashes((machine / "dvc.lock").read_text()),
         )
-        for name, (machine, _) in runs.items()
+        for name, machine in runs.items()
     }
     a_cache = machines.a / ".dvc" / "cache"
     a1_objects = directory_objects(a_cache, made["a1"].lock["models"])
     held_before = [o for o in a1_objects if (machines.storage / o.relative_to(a_cache)).exists()]
-    pushed = {
-        name: dvc(machine, "exp", "push", "origin", name) for name, (machine, _) in runs.items()
-    }
-    for machine, _ in runs.values():
+    pushed = {name: dvc(machine, "exp", "push", "origin", name) for name, machine in runs.items()}
+    for machine in runs.values():
         reset(machine)
     return {"made": made, "pushed": pushed, "a1_objects_held_before": held_before}
 
