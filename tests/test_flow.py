@@ -10,6 +10,7 @@ import weakref
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from latent.model import vae
@@ -17,12 +18,12 @@ from latent.model.flow import AutoregressiveStep, Made, PosteriorFlow
 from tests.conftest import REPO
 
 
-def random_flow(latent_dim=3, steps=2, context_units=2, seed=0):
+def random_flow(latent_dim=3, steps=2, context_units=2, seed=0, activation="relu"):
     """A flow whose networks are far from identity (random kernels of scale 0.5 where training
     starts near 0), so that a wrong mask or determinant would show; the gate biases stay at their
     start, so that sigma stays away from 0 and the dense determinant is well conditioned."""
     keras.utils.set_random_seed(seed)
-    flow = PosteriorFlow(latent_dim, steps, context_units, hidden_units=12)
+    flow = PosteriorFlow(latent_dim, steps, context_units, hidden_units=12, activation=activation)
     rng = np.random.default_rng(seed)
     for weight in flow.weights:
         if len(weight.shape) == 2:
@@ -53,9 +54,10 @@ def test_log_q_is_the_change_of_variables_with_a_dense_jacobian():
     np.testing.assert_allclose(q.log_prob(z[0]), log_q[0], rtol=1e-4, atol=1e-3)
 
 
-def test_each_step_is_autoregressive_in_the_right_order():
+@pytest.mark.parametrize("activation", ["relu", "gated"])
+def test_each_step_is_autoregressive_in_the_right_order(activation):
     latent_dim = 4
-    flow = random_flow(latent_dim, steps=1)
+    flow = random_flow(latent_dim, steps=1, activation=activation)
     made = flow.mades[0]
     context = tf.constant(np.random.default_rng(4).normal(size=(1, 2)), tf.float32)
     step = AutoregressiveStep(made, context)

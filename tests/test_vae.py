@@ -1,6 +1,6 @@
 """The model's equations: the ELBO and IWAE bound against a hand computation, analytic vs Monte
-Carlo KL, Jensen's inequality, the one-softplus Bernoulli, the decoder's initial bias, KL
-warm-up and the doubly reparameterized gradient estimator."""
+Carlo KL, Jensen's inequality, the one-softplus Bernoulli, the decoder's initial bias, gated
+units, KL warm-up and the doubly reparameterized gradient estimator."""
 
 import numpy as np
 import pytest
@@ -129,6 +129,25 @@ def test_decoder_starts_at_the_pixel_marginal():
     bias = decoder.get_layer("logits").get_weights()[1]
     clipped = np.clip(means, 1e-3, 1 - 1e-3)
     np.testing.assert_allclose(tf.sigmoid(bias), clipped, rtol=1e-5)
+
+
+def test_gated_units_are_a_dense_layer_times_its_sigmoid_gate_in_stock_keras(tmp_path):
+    """activation: gated is Tomczak & Welling's gated dense unit, (x W + b) * sigmoid(x V + c),
+    made of stock Keras layers only, so that the saved network loads without this repository."""
+    nets = networks(latent_dim=3, hidden=(6, 5), activation="gated")
+    decoder = nets.generative_network
+    z = np.random.default_rng(3).standard_normal((4, 3))
+    h = z
+    for i in range(2):
+        w, b = decoder.get_layer(f"hidden_{i}").get_weights()
+        v, c = decoder.get_layer(f"gate_{i}").get_weights()
+        h = (h @ w + b) / (1 + np.exp(-(h @ v + c)))
+    w, b = decoder.get_layer("logits").get_weights()
+    np.testing.assert_allclose(decoder(z.astype(np.float32)), h @ w + b, rtol=1e-5, atol=1e-5)
+    decoder.save(tmp_path / "decoder.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "decoder.keras")
+    assert {type(layer).__module__.split(".")[0] for layer in loaded.layers} == {"keras"}
+    np.testing.assert_array_equal(loaded(z.astype(np.float32)), decoder(z.astype(np.float32)))
 
 
 def test_random_draws_are_fixed_by_the_seed():

@@ -35,6 +35,7 @@ tfb = tfp.bijectors
 
 GATE_BIAS = 2.0  # initial s: sigmoid(2) = 0.88, so z' stays close to z at the start of training
 MIN_HIDDEN_UNITS = 16
+GATED = "gated"  # the activation param's gated linear units, a * sigmoid(b) (keras "glu")
 
 
 def hidden_degrees(latent_dim: int, units: int) -> np.ndarray:
@@ -71,6 +72,8 @@ class Made(keras.layers.Layer):
     Degrees: input i (1-based) has degree i; hidden units degrees 0 .. L-1; output i degree i.
     The context enters the first hidden layer through an unmasked Dense layer. The s outputs'
     biases start at GATE_BIAS and the output kernel near 0, so the step starts near identity.
+    With ``activation="gated"`` a hidden layer computes [a, b] for its units in one matmul
+    (twice the width, each half under the layer's mask) and keeps a * sigmoid(b).
     """
 
     def __init__(self, latent_dim, context_units, hidden_units, activation="relu", **kwargs):
@@ -83,9 +86,12 @@ class Made(keras.layers.Layer):
         hidden = hidden_degrees(latent_dim, hidden_units)
         outputs = np.concatenate([inputs, inputs])  # m and s of each dimension
         gate_bias = np.concatenate([np.zeros(latent_dim), np.full(latent_dim, GATE_BIAS)])
+        halves = 2 if activation == GATED else 1  # a and b of each gated unit
+        first = np.tile(autoregressive_mask(inputs, hidden, False), halves)
+        second = np.tile(autoregressive_mask(hidden, hidden, False), halves)
         self.masked = [
-            MaskedDense(hidden_units, autoregressive_mask(inputs, hidden, False), name="masked_0"),
-            MaskedDense(hidden_units, autoregressive_mask(hidden, hidden, False), name="masked_1"),
+            MaskedDense(halves * hidden_units, first, name="masked_0"),
+            MaskedDense(halves * hidden_units, second, name="masked_1"),
             MaskedDense(
                 2 * latent_dim,
                 autoregressive_mask(hidden, outputs, True),
@@ -94,14 +100,15 @@ class Made(keras.layers.Layer):
                 name="masked_2",
             ),
         ]
-        self.context = keras.layers.Dense(hidden_units, use_bias=False, name="context")
+        self.context = keras.layers.Dense(halves * hidden_units, use_bias=False, name="context")
         for layer, width in zip(self.masked, (latent_dim, hidden_units, hidden_units)):
             layer.build((None, width))
         self.context.build((None, context_units))
         self.built = True
 
     def call(self, z, context):
-        act = keras.activations.get(self.activation)
+        gated = self.activation == GATED
+        act = keras.activations.glu if gated else keras.activations.get(self.activation)
         hidden = act(self.masked[0](z) + self.context(context))
         hidden = act(self.masked[1](hidden))
         m, s = tf.split(self.masked[2](hidden), 2, axis=-1)

@@ -23,11 +23,11 @@ The post's equations, each one function here:
     annealed_log_density(..., beta)   q(z|x)^(1-beta) p(x,z)^beta, annealed importance sampling's
                                       path from q(z|x) to p(z|x)
 
-The inference and generative networks are plain Keras 3 models of Dense layers, so their .keras
-files load with ``keras.saving.load_model`` and nothing from this repository; the flow's networks
-and the VampPrior's pseudo-inputs need ``import latent.model.flow`` and ``latent.model.prior``
-(``latent.records.model_files`` saves and loads them). The
-distributions are TensorFlow Probability's (``tfd``, ``tfb``).
+The inference and generative networks are plain Keras 3 models of Dense layers (and Multiply
+layers for ``activation: gated``), so their .keras files load with ``keras.saving.load_model``
+and nothing from this repository; the flow's networks and the VampPrior's pseudo-inputs need
+``import latent.model.flow`` and ``latent.model.prior`` (``latent.records.model_files`` saves
+and loads them). The distributions are TensorFlow Probability's (``tfd``, ``tfb``).
 
 Every value named ``*_per_example`` or returned per example is in nats for each example (summed
 over pixels and latent dimensions); losses are batch means of those.
@@ -43,7 +43,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from latent.data.datasets import PIXELS
-from latent.model.flow import PosteriorFlow
+from latent.model.flow import GATED, PosteriorFlow
 from latent.model.prior import PseudoInputs, mixture_prior, standard_normal_prior
 from latent.plumbing import streams
 
@@ -79,6 +79,19 @@ class Networks:
         return self.flow is not None and self.flow.steps > 0
 
 
+def hidden_layer(h, units: int, activation: str, i: int):
+    """Hidden layer ``i``: Dense ``hidden_i`` with the activation, or for "gated" the gated
+    linear unit of Tomczak & Welling's VampPrior code (Dauphin et al. 2017), (h W + b) *
+    sigmoid(h V + c): Dense ``hidden_i`` (linear) times Dense ``gate_i`` (sigmoid), joined by a
+    Multiply ``gated_i``. Keras has the ``glu`` activation but no layer that halves a Dense
+    layer's width; stock layers keep the networks' files loadable with nothing from here."""
+    if activation != GATED:
+        return keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+    value = keras.layers.Dense(units, name=f"hidden_{i}")(h)
+    gate = keras.layers.Dense(units, activation="sigmoid", name=f"gate_{i}")(h)
+    return keras.layers.Multiply(name=f"gated_{i}")([value, gate])
+
+
 def make_inference_network(
     latent_dim: int, hidden_units: list[int], activation: str, context_units: int = 0
 ):
@@ -87,7 +100,7 @@ def make_inference_network(
     x = keras.Input((PIXELS,), name="x")
     h = x
     for i, units in enumerate(hidden_units):
-        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+        h = hidden_layer(h, units, activation, i)
     outputs = [
         keras.layers.Dense(latent_dim, name="loc")(h),
         keras.layers.Dense(latent_dim, activation="softplus", name="scale")(h),
@@ -108,7 +121,7 @@ def make_generative_network(
     z = keras.Input((latent_dim,), name="z")
     h = z
     for i, units in enumerate(reversed(hidden_units)):
-        h = keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")(h)
+        h = hidden_layer(h, units, activation, i)
     bias = "zeros"
     if pixel_means is not None:
         p = np.clip(np.asarray(pixel_means, np.float64), 1e-3, 1 - 1e-3)

@@ -10,12 +10,13 @@ in the place of MODEL_SLOT: every layer of the networks as float32 little-endian
 in one blob (``layers``: offsets and shapes); the posterior means (float32, in the blob) and
 labels of the first test digits; the first test digit of each class; the page's settings. Its
 plain JavaScript evaluates the networks with the formulas of ``latent.model.vae`` and
-``latent.model.flow``: Dense layers with their activations, softplus scales, the flow's MADEs
-(kernels multiplied by their masks here, as ``MaskedDense`` multiplies them), sigmoid gates, the
-latent order reversed between steps and log q(z|x) from the log-determinant, the VampPrior's
-mixture from the encoder's Gaussians at its pseudo-inputs (``prior``: their loc and scale,
-computed here, only for ``prior: vamp``); the ELBO is ``vae.elbo``'s (analytic KL for the
-Gaussian and N(0, I), Monte Carlo for the flow or the VampPrior).
+``latent.model.flow``: Dense layers with their activations (times their gates for gated units),
+softplus scales, the flow's MADEs (kernels multiplied by their masks here, as ``MaskedDense``
+multiplies them), sigmoid gates, the latent order reversed between steps and log q(z|x) from the
+log-determinant, the VampPrior's mixture from the encoder's Gaussians at its pseudo-inputs
+(``prior``: their loc and scale, computed here, only for ``prior: vamp``); the ELBO is
+``vae.elbo``'s (analytic KL for the Gaussian and N(0, I), Monte Carlo for the flow or the
+VampPrior).
 
 The page loads nothing: no network access of any kind (its own Content-Security-Policy forbids
 every request). The same networks, test split and settings give the same bytes (no dates).
@@ -39,8 +40,9 @@ from latent.plumbing.runtime import StageError
 TEMPLATE = Path(__file__).with_name("explorer.html")
 MODEL_SLOT = "/*@MODEL@*/null"
 GRID_LIMIT = 3.0  # the plane spans [-3, 3] on both axes, as the manifold figure
-# the activations the page evaluates (every one params.yaml's ``activation`` allows, and linear)
-PAGE_ACTIVATIONS = ("linear", "relu", "tanh", "softplus", "elu", "gelu", "silu")
+# the activations the page evaluates: every one params.yaml's ``activation`` allows, linear, and
+# sigmoid (the gates of ``activation: gated``, whose units are a Dense layer times its gate)
+PAGE_ACTIVATIONS = ("linear", "relu", "tanh", "softplus", "elu", "gelu", "silu", "sigmoid")
 
 
 @dataclass
@@ -84,9 +86,18 @@ def dense_layer(layer, blob: WeightBlob, kernel=None) -> dict:
 
 
 def hidden_layers(network, blob: WeightBlob) -> list[dict]:
-    """The network's hidden Dense layers (``hidden_0``, ``hidden_1``, ...) in order."""
-    hidden = [layer for layer in network.layers if layer.name.startswith("hidden_")]
-    return [dense_layer(layer, blob) for layer in hidden]
+    """The network's hidden Dense layers (``hidden_0``, ``hidden_1``, ...) in order, each with
+    its ``gate`` (``gate_0``, ...: the sigmoid layer it is multiplied by) for gated units."""
+    names = {layer.name for layer in network.layers}
+    hidden = []
+    for layer in network.layers:
+        if layer.name.startswith("hidden_"):
+            entry = dense_layer(layer, blob)
+            gate = layer.name.replace("hidden_", "gate_")
+            if gate in names:
+                entry["gate"] = dense_layer(network.get_layer(gate), blob)
+            hidden.append(entry)
+    return hidden
 
 
 def inference_layers(network, blob: WeightBlob) -> dict:
@@ -108,7 +119,8 @@ def generative_layers(network, blob: WeightBlob) -> dict:
 
 def flow_layers(flow, blob: WeightBlob) -> dict:
     """Each IAF step's MADE: masked_0..2 with their kernels multiplied by their masks, the
-    unmasked context layer (no bias), and the activation between them."""
+    unmasked context layer (no bias), and the activation between them ("gated": the first half
+    of a hidden layer's outputs times the sigmoid of the second, keras' ``glu``)."""
     steps = []
     for made in flow.mades:
         masked = [

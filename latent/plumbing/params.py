@@ -101,7 +101,7 @@ class Params(BaseModel):
     # train: the model
     latent_dim: _integer(1)
     hidden_units: LayerWidths
-    activation: Literal["relu", "tanh", "softplus", "elu", "gelu", "silu"]
+    activation: Literal["relu", "tanh", "softplus", "elu", "gelu", "silu", "gated"]
     posterior: Literal["gaussian", "iaf"]
     flow_steps: _integer(0)
     prior: Literal["standard", "vamp"]
