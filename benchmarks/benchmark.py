@@ -19,8 +19,9 @@ figures across runs on a noisy host):
 6. AIS (the ais stage's sampler, 16 chains, 10 leapfrog steps): HMC gradient evaluations of
    log f_t per second, GFLOP/s and % of the matmul peak, and seconds per image at 1,000 steps,
    for the default and the paper-sized model (`--only ais`);
-7. the VampPrior's recipe (paper-sized, flow, IWAE k = 5) with the standard prior and with 500
-   pseudo-inputs: examples/s, % of the matmul peak and hours for 600 epochs (`--only prior`).
+7. the VampPrior's recipe (paper-sized, flow, IWAE k = 5) with the standard prior, with 500
+   pseudo-inputs, and with gated 300-300 units: examples/s, % of the matmul peak and hours for
+   600 epochs (`--only prior`).
 Uses data/prepared/ when it exists, random binary images of the same size otherwise.
 """
 
@@ -304,19 +305,25 @@ def main() -> None:
 
 def prior_training(peak, train_x) -> None:
     """The VampPrior's training recipe (paper-sized, the flow, IWAE k = 5, batch 128) with the
-    standard prior and with 500 pseudo-inputs: examples/s, % of the matmul peak (the VampPrior
-    adds, per step, one encoder pass over the pseudo-inputs and the mixture's density at every
-    sample: ``flops.vamp_prior_flops``), and hours for 600 epochs of the training set (without
-    the validation passes)."""
+    standard prior and with 500 pseudo-inputs, and with gated 300-300 units as in Tomczak &
+    Welling's code: examples/s, % of the matmul peak (the VampPrior adds, per step, one encoder
+    pass over the pseudo-inputs and the mixture's density at every sample:
+    ``flops.vamp_prior_flops``), and hours for 600 epochs of the training set (without the
+    validation passes)."""
     _, latent_dim, hidden = PAPER
     k, batch, components = 5, 128, 500
     x = train_x[:12_800]
     stack = train.stack_size(len(x) // batch, batch)
-    print(f"\nthe VampPrior recipe: {PAPER[0]}, iaf, IWAE k = {k}, batch {batch}:")
-    for prior in ("standard", "vamp"):
+    print(f"\nthe VampPrior recipe: latent {latent_dim}, iaf, IWAE k = {k}, batch {batch}:")
+    recipes = [
+        ("N(0, I)", hidden, "relu", "standard"),
+        ("VampPrior", hidden, "relu", "vamp"),
+        ("VampPrior", [300, 300], "gated", "vamp"),
+    ]
+    for name, units, activation, prior in recipes:
         rate = training_rate(
             latent_dim,
-            hidden,
+            units,
             batch,
             x,
             "stacked",
@@ -325,15 +332,17 @@ def prior_training(peak, train_x) -> None:
             posterior="iaf",
             prior=prior,
             prior_components=components,
+            activation=activation,
         )
-        per_example = flops_per_example(latent_dim, hidden, samples=k)["train"]
+        gated = activation == "gated"
+        per_example = flops_per_example(latent_dim, units, samples=k, gated=gated)["train"]
         if prior == "vamp":
-            per_example += vamp_prior_flops(latent_dim, hidden, components, batch, k)
+            per_example += vamp_prior_flops(latent_dim, units, components, batch, k, gated)
         percent = 100 * rate * per_example / 1e9 / peak
         hours = 600 * len(train_x) / rate / 3600
         print(
-            f"  prior {prior:<8}: {rate:>7,.0f} examples/s, {percent:4.1f}% of the matmul peak "
-            f"(matmuls only), 600 epochs: {hours:4.2f} h"
+            f"  {name:<9} {activation} {units}: {rate:>7,.0f} examples/s, {percent:4.1f}% of the "
+            f"matmul peak (matmuls only), 600 epochs: {hours:4.2f} h"
         )
 
 
