@@ -104,13 +104,10 @@ def test_a_bad_value_of_another_stage_stops_every_stage(tmp_path):
         params.load_keys(["latent_dim"], path)
 
 
-@pytest.mark.parametrize("key, value", [("posterior", "iaf"), ("prior", "vamp")])
-def test_dreg_with_a_flow_posterior_or_the_vampprior_is_one_line_naming_both_keys(
-    tmp_path, key, value
-):
-    path = write(tmp_path / "p.yaml", **{key: value}, gradient_estimator="dreg", train_samples=5)
+def test_dreg_with_a_flow_posterior_is_one_line_naming_both_keys(tmp_path):
+    path = write(tmp_path / "p.yaml", posterior="iaf", gradient_estimator="dreg", train_samples=5)
     with pytest.raises(params.ParamError) as error:
-        params.load_keys([key], path)
+        params.load_keys(["posterior"], path)
     message = str(error.value)
     assert "\n" not in message
-    assert f"gradient_estimator = 'dreg' is not allowed with {key} = {value!r}" in message
+    assert "gradient_estimator = 'dreg' is not allowed with posterior = 'iaf'" in message

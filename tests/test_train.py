@@ -125,8 +125,12 @@ def test_dynamic_binarization_draws_fresh_bits_every_epoch_keyed_by_the_epoch():
 
 
 def test_iwae_objective_and_dreg_train(splits):
-    for estimator in ("reparameterized", "dreg"):
-        run = fit(splits, epochs=2, train_samples=5, gradient_estimator=estimator)
+    for estimator, prior in [
+        ("reparameterized", "standard"),
+        ("dreg", "standard"),
+        ("dreg", "vamp"),
+    ]:
+        run = fit(splits, epochs=2, train_samples=5, gradient_estimator=estimator, prior=prior)
         logs = run.records[-1].logs
         assert run.model.objective_name == "iwae"
         assert logs["val_iwae"] >= logs["val_elbo"]

@@ -19,9 +19,13 @@ def normal_log_pdf(z, loc, scale):
     return -0.5 * ((z - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
 
 
-def networks(latent_dim=2, hidden=(8,), activation="tanh", seed=0, posterior="gaussian"):
+def networks(
+    latent_dim=2, hidden=(8,), activation="tanh", seed=0, posterior="gaussian", prior="standard"
+):
     tf.keras.utils.set_random_seed(seed)
-    return vae.make_networks(latent_dim, list(hidden), activation, posterior, flow_steps=2)
+    return vae.make_networks(
+        latent_dim, list(hidden), activation, posterior, 2, prior=prior, prior_components=3
+    )
 
 
 def binary_images(n, seed=0):
@@ -168,14 +172,19 @@ def objective_of(nets, x, eps, estimator, kl_weight):
     dreg = estimator == "dreg"
     terms = vae.bounds_per_example(x, nets, eps, kl_weight, q_parameters_fixed=dreg)
     if dreg:
-        inference, _ = vae.dreg_surrogates(terms["log_weights_annealed"], kl_weight)
+        inference, _ = vae.dreg_surrogates(
+            terms["log_weights_annealed"], kl_weight, terms["log_prior_direct"]
+        )
         return tf.reduce_mean(inference)
     return tf.reduce_mean(terms["iwae_annealed"])
 
 
 def gradient_draws(nets, x, k, estimator, kl_weight, draws):
-    """``draws`` gradients, each from its own k draws of eps, in one traced graph."""
+    """``draws`` gradients of the encoder's (and the VampPrior's pseudo-inputs') weights, each
+    from its own k draws of eps, in one traced graph."""
     encoder = nets.inference_network.trainable_weights
+    if nets.pseudo_inputs is not None:
+        encoder = encoder + nets.pseudo_inputs.trainable_weights
 
     @tf.function
     def one_draw(eps):
@@ -189,9 +198,11 @@ def gradient_draws(nets, x, k, estimator, kl_weight, draws):
     return np.stack([one_draw(e).numpy() for e in eps])
 
 
-@pytest.mark.parametrize("kl_weight", [1.0, 0.3])
-def test_dreg_has_the_same_bound_and_an_unbiased_gradient(kl_weight):
-    nets = networks(latent_dim=2, hidden=(16,), seed=10)
+@pytest.mark.parametrize("kl_weight, prior", [(1.0, "standard"), (0.3, "standard"), (0.3, "vamp")])
+def test_dreg_has_the_same_bound_and_an_unbiased_gradient(kl_weight, prior):
+    """With the VampPrior too: the pseudo-inputs and the encoder's part in p(z) get their IWAE
+    gradient, the rest DReG's."""
+    nets = networks(latent_dim=2, hidden=(16,), seed=10, prior=prior)
     x = binary_images(4, seed=11)
     same = tf.random.stateless_normal([10, 4, 2], seed=[5, 6])
     plain = vae.bounds_per_example(x, nets, same, kl_weight)
@@ -204,6 +215,15 @@ def test_dreg_has_the_same_bound_and_an_unbiased_gradient(kl_weight):
     # the two means agree within Monte Carlo error (pooled standard error, 5 sigma)
     error = np.sqrt((reparameterized.var(0) + dreg.var(0)) / len(dreg))
     assert np.all(np.abs(reparameterized.mean(0) - dreg.mean(0)) <= 5 * error + 1e-6)
+
+
+def test_dreg_training_step_updates_the_pseudo_inputs_too():
+    nets = networks(latent_dim=2, hidden=(16,), seed=12, prior="vamp")
+    model = vae.VariationalAutoencoder(nets, train_samples=5, gradient_estimator="dreg")
+    gradients, variables, _ = model._gradients(binary_images(4, seed=13), tf.constant(0))
+    trained = {id(v) for v in variables}
+    assert trained == {id(v) for v in model.trainable_weights}  # pseudo-inputs included
+    assert all(np.any(g.numpy() != 0) for g in gradients)
 
 
 def test_dreg_lowers_the_gradient_variance_on_a_trained_model(trained_workspace):

@@ -237,6 +237,15 @@ def with_parameters_stopped(q):
     )
 
 
+def prior_with_parameters_stopped(networks: Networks, p_z):
+    """p(z) with no gradient through its parameters: N(0, I) itself, or the VampPrior's mixture
+    of its Gaussians' loc and scale held fixed (for DReG's path through z)."""
+    if networks.has_standard_prior:
+        return p_z
+    gaussians = p_z.components_distribution.distribution
+    return mixture_prior(tf.stop_gradient(gaussians.loc), tf.stop_gradient(gaussians.scale))
+
+
 MEAN_SAMPLES = 64  # samples behind a Monte Carlo posterior mean (the flow)
 
 
@@ -260,11 +269,13 @@ def posterior_means(networks: Networks, images: np.ndarray, seed: int) -> np.nda
 # --- the bounds -----------------------------------------------------------------------------
 
 
-def log_importance_weights(x, z, log_q, networks: Networks):
+def log_importance_weights(x, z, log_q, networks: Networks, log_pz=None):
     """log w = log p(x|z) + log p(z) - log q(z|x) for each sample and example (k, N), and the
-    log p(x|z) term alone (the ELBO's expected log-likelihood averages it)."""
+    log p(x|z) term alone (the ELBO's expected log-likelihood averages it). ``log_pz`` (k, N)
+    is log p(z) when already computed."""
     log_px_given_z = likelihood(networks.generative_network, z).log_prob(x)
-    log_pz = prior(networks).log_prob(z)
+    if log_pz is None:
+        log_pz = prior(networks).log_prob(z)
     return log_px_given_z + log_pz - log_q, log_px_given_z
 
 
@@ -314,14 +325,20 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
     objectives elbo_annealed = E_q[log p(x|z)] - beta KL and iwae_annealed, the IWAE bound of the
     annealed weights log p(x|z) + beta [log p(z) - log q(z|x)] (k, N, also returned as
     log_weights_annealed); they equal elbo and iwae when beta = kl_weight = 1.
-    With ``q_parameters_fixed`` (DReG), log q(z|x) carries gradients through z only: the values
-    are the same.
+    With ``q_parameters_fixed`` (DReG), log q(z|x) and log p(z) in the weights carry gradients
+    through z only, and ``log_prior_direct`` (k, N) is log p(z) with gradients through the
+    prior's parameters only (the VampPrior's encoder outputs at its pseudo-inputs; none for
+    N(0, I)): the values are the same.
     """
     q = approximate_posterior(networks, x)
     z, log_q = sample_and_log_prob(q, eps)
+    log_pz, direct = None, {}
     if q_parameters_fixed:
         log_q = with_parameters_stopped(q).log_prob(z)
-    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks)
+        p_z = prior(networks)
+        log_pz = prior_with_parameters_stopped(networks, p_z).log_prob(z)
+        direct = {"log_prior_direct": p_z.log_prob(tf.stop_gradient(z))}
+    log_weights, log_px_given_z = log_importance_weights(x, z, log_q, networks, log_pz)
     value, expected_log_likelihood, kl = elbo(log_px_given_z, log_weights, q, networks)
     annealed = log_px_given_z + kl_weight * (log_weights - log_px_given_z)
     return {
@@ -332,6 +349,7 @@ def bounds_per_example(x, networks: Networks, eps, kl_weight=1.0, q_parameters_f
         "elbo_annealed": expected_log_likelihood - kl_weight * kl,
         "iwae_annealed": iwae_bound(annealed),
         "log_weights_annealed": annealed,
+        **direct,
     }
 
 
@@ -358,22 +376,28 @@ def annealed_log_density(x, q, eps, beta, networks: Networks):
     return log_noise + tf.cast(beta, log_weights.dtype) * log_weights, log_weights
 
 
-def dreg_surrogates(log_weights, kl_weight=1.0):
+def dreg_surrogates(log_weights, kl_weight=1.0, log_prior_direct=None):
     """Doubly reparameterized gradients of the IWAE bound (Tucker et al. 2018), as two surrogate
     objectives (N,) whose gradients are the estimator (their values are not the bound):
 
-      inference network:  sum_k stop(w~_k^2) log w_k
+      inference network:  sum_k stop(w~_k^2) log w_k  +  sum_k stop(w~_k) log p(z_k)
       generative network: sum_k stop(w~_k) log w_k    (the usual IWAE gradient)
 
     where w~ = w / sum_k w are the normalized importance weights and log w_k (k, N) was computed
-    with q's parameters held fixed in log q(z|x) (``bounds_per_example(q_parameters_fixed=True)``),
-    so that the inference network's gradient flows through z_k only. With the KL warm-up's
-    weight beta < 1 on log p(z) - log q(z|x), the score term that DReG rewrites carries beta too,
-    and the inference network's coefficient becomes (1 - beta) w~_k + beta w~_k^2.
+    with q's and p(z)'s parameters held fixed (``bounds_per_example(q_parameters_fixed=True)``),
+    so that the first term's gradient flows through z_k only. The second term, with z_k held
+    fixed (``log_prior_direct``), is the plain IWAE gradient of the prior's own parameters: for
+    the VampPrior, the encoder's outputs at the pseudo-inputs and the pseudo-inputs themselves,
+    which DReG's rewriting of q's score term leaves as they are; N(0, I) has none. With the KL
+    warm-up's weight beta < 1 on log p(z) - log q(z|x), the score term that DReG rewrites
+    carries beta too, the first coefficient becomes (1 - beta) w~_k + beta w~_k^2, and the
+    second term carries beta.
     """
     normalized = tf.stop_gradient(tf.nn.softmax(log_weights, axis=0))
     coefficient = (1.0 - kl_weight) * normalized + kl_weight * tf.square(normalized)
     inference = tf.reduce_sum(tf.stop_gradient(coefficient) * log_weights, axis=0)
+    if log_prior_direct is not None:
+        inference += kl_weight * tf.reduce_sum(normalized * log_prior_direct, axis=0)
     generative = tf.reduce_sum(normalized * log_weights, axis=0)
     return inference, generative
 
@@ -409,12 +433,6 @@ class VariationalAutoencoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if gradient_estimator == "dreg" and not networks.has_standard_prior:
-            raise ValueError(
-                "gradient_estimator 'dreg' needs the standard prior: its split of the gradient "
-                "leaves the VampPrior's pseudo-inputs out and weights the encoder's prior terms "
-                "wrongly"
-            )
         self.networks = networks
         self.inference_network = networks.inference_network  # attributes: Keras tracks the
         self.generative_network = networks.generative_network  # networks' variables through them
@@ -470,12 +488,16 @@ class VariationalAutoencoder(keras.Model):
             terms = bounds_per_example(x, self.networks, eps, kl_weight, dreg)
             loss = -tf.reduce_mean(terms[f"{self.objective_name}_annealed"]) * scale
             if dreg:
-                inference, generative = dreg_surrogates(terms["log_weights_annealed"], kl_weight)
+                inference, generative = dreg_surrogates(
+                    terms["log_weights_annealed"], kl_weight, terms["log_prior_direct"]
+                )
                 inference_loss = -tf.reduce_mean(inference) * scale
                 generative_loss = -tf.reduce_mean(generative) * scale
         if not dreg:
             return tape.gradient(loss, self.trainable_weights), self.trainable_weights, terms
         inference_variables = self.inference_network.trainable_weights
+        if self.pseudo_inputs is not None:  # the VampPrior's: the inference surrogate's too
+            inference_variables = inference_variables + self.pseudo_inputs.trainable_weights
         generative_variables = self.generative_network.trainable_weights
         gradients = tape.gradient(inference_loss, inference_variables)
         gradients += tape.gradient(generative_loss, generative_variables)

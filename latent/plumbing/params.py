@@ -142,19 +142,12 @@ class Params(BaseModel):
     explorer_samples: _integer(2, 10000)
 
     @model_validator(mode="after")
-    def _dreg_needs_a_gaussian_posterior_and_the_standard_prior(self) -> Params:
+    def _dreg_needs_a_gaussian_posterior(self) -> Params:
         if self.gradient_estimator == "dreg" and self.posterior != "gaussian":
             raise ValueError(
                 "gradient_estimator = 'dreg' is not allowed with posterior = "
                 f"{self.posterior!r}; expected posterior = 'gaussian' (DReG evaluates log q(z|x) "
                 "with q's parameters held fixed, which a flow gives only by an inverse pass)"
-            )
-        if self.gradient_estimator == "dreg" and self.prior != "standard":
-            raise ValueError(
-                "gradient_estimator = 'dreg' is not allowed with prior = "
-                f"{self.prior!r}; expected prior = 'standard' (the VampPrior's pseudo-inputs and "
-                "its encoder terms need the IWAE gradient; DReG splits the encoder's from the "
-                "decoder's)"
             )
         return self
 
