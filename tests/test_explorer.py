@@ -109,6 +109,7 @@ PROBE = (
       found.activations[name] = INPUT.values.map(X.activations[name]);
     });
     found.controlsShown = !document.getElementById("axes-controls").hidden;
+    found.zeroLabel = document.getElementById("zero-label").textContent;
     found.opened = X.state();
     found.buttons = Array.prototype.map.call(
       document.querySelectorAll("#digit-buttons button"), function (button) {
@@ -383,6 +384,9 @@ def test_the_pointer_on_the_plane_decodes_its_z_and_prints_z_and_log_p_z(explore
 def test_beyond_two_latent_dimensions_two_are_chosen_and_the_others_held(explored):
     found = explored.found
     assert found["controlsShown"] == (explored.built.latent_dim > 2)
+    # 0 is the prior's mean only for N(0, I)
+    standard = explored.built.networks.has_standard_prior
+    assert found["zeroLabel"] == ("0, the prior mean" if standard else "0")
     if explored.built.latent_dim <= 2:
         assert "chosen" not in found
         return
