@@ -201,6 +201,8 @@ def write_rows(rows: list[dict]) -> None:
 
 def model_words(row: dict) -> str:
     words = f"latent {row['latent_dim']}, {row['hidden_units']}"
+    if row["activation"] == "gated":
+        words += " gated"
     if row["posterior"] == "iaf":
         words += f", IAF x{row['flow_steps']}"
     if row["prior"] == "vamp":
