@@ -225,7 +225,10 @@ def test_a_killed_temporary_experiment_resumes_from_its_backup_when_run_again(re
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 300
-    while not list((repo / ".train-backup").glob("*/state.json")):
+    # a state in place: <key>.staging/ holds one for a moment before its rename to <key>/
+    while not [
+        p for p in (repo / ".train-backup").glob("*/state.json") if "." not in p.parent.name
+    ]:
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)  # the machine restarts, say
