@@ -394,6 +394,10 @@ def test_results_of_both_machines_become_rows_of_results_csv(machines, experimen
             assert float(rows[name]["test_log_px"]) == made[name].evaluate["test_log_px"]
             assert rows[name]["command"] == f"dvc exp run {EXPERIMENT_ARGS[name]}"
             assert rows[name]["device"]  # which kind of machine ran it
+        # b1 ran up to evaluate: the per-image files it carries are its baseline's, not its own
+        compared = run(a, sys.executable, "tools/results.py", "compare", "a1", "b1").stdout
+        assert "data/estimates/ais.csv: not a result of b1 (its run did not run 'ais')" in compared
+        assert "A - B" not in compared
     finally:
         reset(a)
 

@@ -493,6 +493,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[int, float, float,
     """On the images (keys) both have: their count, the mean of a, of b, of a - b, and the
     standard error of that difference from its spread over the images (nan for one image)."""
     common = sorted(set(a) & set(b))
+    if not common:  # a column neither or only one of them has (quadrature beyond latent 2)
+        return 0, float("nan"), float("nan"), float("nan"), float("nan")
     differences = [a[i] - b[i] for i in common]
     se = statistics.stdev(differences) / len(common) ** 0.5 if len(common) > 1 else float("nan")
     return (
@@ -549,6 +551,26 @@ def per_image(ref: str, path: str) -> list[dict] | None:
         return None
 
 
+def stage_not_run(ref: str, path: str) -> str | None:
+    """The stage that writes ``path`` where the experiment's run did not run it (an experiment
+    run up to ``evaluate`` keeps its baseline's later outputs), else None. Not run: its dvc.lock
+    entry depends on an output that differs from what the run's stages wrote, or on a param
+    whose value is not the run's."""
+    stages = yaml.safe_load(git("show", f"{ref}:dvc.lock"))["stages"]
+    values = yaml.safe_load(git("show", f"{ref}:params.yaml"))
+    written = {out["path"]: out.get("md5") for st in stages.values() for out in st.get("outs", [])}
+    for name, stage in stages.items():
+        if path not in [out["path"] for out in stage.get("outs", [])]:
+            continue
+        deps = stage.get("deps", [])
+        if any(dep["path"] in written and dep.get("md5") != written[dep["path"]] for dep in deps):
+            return name
+        used = stage.get("params", {}).get("params.yaml", {})
+        if any(values.get(key) != value for key, value in used.items()):
+            return name
+    return None
+
+
 def compare(name_a: str, name_b: str) -> list[str]:
     refs = {name: experiment_ref(name) for name in (name_a, name_b)}
     lines = [
@@ -556,6 +578,15 @@ def compare(name_a: str, name_b: str) -> list[str]:
         " the images (it does not include the spread between seeds)"
     ]
     for path in dict.fromkeys(path for path, _, _ in PER_IMAGE):
+        not_run = {name: stage_not_run(ref, path) for name, ref in refs.items()}
+        if any(not_run.values()):
+            lines.append(
+                f"{path}: not a result of "
+                + ", ".join(
+                    f"{name} (its run did not run {s!r})" for name, s in not_run.items() if s
+                )
+            )
+            continue
         tables = {name: per_image(ref, path) for name, ref in refs.items()}
         if None in tables.values():
             missing = [name for name, table in tables.items() if table is None]
