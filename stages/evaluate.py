@@ -12,6 +12,8 @@ networks from models/ (not the training code's objects) and the prepared splits.
                           posterior mean over the test images, whether it is an active unit, and
                           (Gaussian q) its mean KL(q(z_u|x) || N(0, 1))
   evaluate.json also counts the active units (``latent.estimators.active_units``).
+  data/estimates/evaluate.csv   per test image: its log p(x), ELBO and KL (DVC-cached), so that
+                          ``tools/results.py compare`` pairs two runs over every test image
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from latent.records.atomic import StagedOutputs
 METRICS = Path("metrics/evaluate.json")
 PER_DIGIT = Path("metrics/per_digit.csv")
 KL_PER_DIMENSION = Path("metrics/kl_per_dimension.csv")
+PER_IMAGE = Path("data/estimates/evaluate.csv")
 # split -> (the param that is its k, the random stream it draws from)
 SPLITS = {
     "test": ("eval_samples", "importance_sampling"),
@@ -73,11 +76,22 @@ def per_digit_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.Dat
     return per_digit_means(labels, {name: values[name] for name in ("log_px", "elbo", "kl")})
 
 
+def per_image_table(labels: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per test image, in order: its index, digit, and log p(x), ELBO and KL (nats)."""
+    return pd.DataFrame(
+        {
+            "test_index": np.arange(len(labels)),
+            "digit": labels.astype(int),
+            **{name: values[name] for name in ("log_px", "elbo", "kl")},
+        }
+    )
+
+
 def main() -> None:
     config = params.load("evaluate")
     networks = model_files.load_networks()
     start = time.perf_counter()
-    metrics, per_digit = {}, None
+    metrics, per_digit, per_image = {}, None, None
     for name, (samples_key, stream) in SPLITS.items():
         split = load_split(name)
         k = getattr(config, samples_key)
@@ -90,6 +104,7 @@ def main() -> None:
         )
         if name == "test":
             per_digit = per_digit_table(split.labels, values)
+            per_image = per_image_table(split.labels, values)
             dimensions = active_units.per_dimension(networks, split.images, config.seed)
     metrics["active_units"] = int(dimensions["active"].sum())
     metrics["active_unit_threshold"] = active_units.ACTIVITY_THRESHOLD
@@ -102,7 +117,8 @@ def main() -> None:
         out.json(METRICS, metrics)
         per_digit.to_csv(out.file(PER_DIGIT), index=False)
         dimensions.to_csv(out.file(KL_PER_DIMENSION), index=False)
-    log(f"wrote {METRICS}, {PER_DIGIT} and {KL_PER_DIMENSION}")
+        per_image.to_csv(out.file(PER_IMAGE), index=False)
+    log(f"wrote {METRICS}, {PER_DIGIT}, {KL_PER_DIMENSION} and {PER_IMAGE}")
 
 
 if __name__ == "__main__":

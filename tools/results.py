@@ -475,6 +475,12 @@ def rewrite_blocks() -> None:
 # per-image estimates that two experiments can be compared on: (file, column, words); a pair
 # of columns is their difference per image
 PER_IMAGE = [
+    (
+        "data/estimates/evaluate.csv",
+        "log_px",
+        "log p(x), IS k = eval_samples from q, every test image",
+    ),
+    ("data/estimates/evaluate.csv", "elbo", "ELBO, every test image"),
     ("data/estimates/ais.csv", "log_px_ais", "log p(x), AIS"),
     ("data/estimates/ais.csv", "log_px_is", "log p(x), IS k = 5000 from q"),
     (
