@@ -557,24 +557,23 @@ def per_image(ref: str, path: str) -> list[dict] | None:
         return None
 
 
-def stage_not_run(ref: str, path: str) -> str | None:
-    """The stage that writes ``path`` where the experiment's run did not run it (an experiment
-    run up to ``evaluate`` keeps its baseline's later outputs), else None. Not run: its dvc.lock
-    entry depends on an output that differs from what the run's stages wrote, or on a param
-    whose value is not the run's."""
+def stages_not_run(ref: str) -> dict[str, str]:
+    """{output path: its stage} for the stages the experiment's run did not run (an experiment
+    run up to ``evaluate`` keeps its baseline's later outputs). Not run: its dvc.lock entry
+    depends on an output that differs from what the run's stages wrote, or on a param whose
+    value is not the run's."""
     stages = yaml.safe_load(git("show", f"{ref}:dvc.lock"))["stages"]
     values = yaml.safe_load(git("show", f"{ref}:params.yaml"))
     written = {out["path"]: out.get("md5") for st in stages.values() for out in st.get("outs", [])}
+    not_run = {}
     for name, stage in stages.items():
-        if path not in [out["path"] for out in stage.get("outs", [])]:
-            continue
         deps = stage.get("deps", [])
-        if any(dep["path"] in written and dep.get("md5") != written[dep["path"]] for dep in deps):
-            return name
         used = stage.get("params", {}).get("params.yaml", {})
-        if any(values.get(key) != value for key, value in used.items()):
-            return name
-    return None
+        if any(
+            dep["path"] in written and dep.get("md5") != written[dep["path"]] for dep in deps
+        ) or any(values.get(key) != value for key, value in used.items()):
+            not_run.update({out["path"]: name for out in stage.get("outs", [])})
+    return not_run
 
 
 def compare(name_a: str, name_b: str) -> list[str]:
@@ -583,8 +582,9 @@ def compare(name_a: str, name_b: str) -> list[str]:
         f"A = {name_a}, B = {name_b}: per test image, nats; ± is the paired standard error over"
         " the images (it does not include the spread between seeds)"
     ]
+    stale = {name: stages_not_run(ref) for name, ref in refs.items()}
     for path in dict.fromkeys(path for path, _, _ in PER_IMAGE):
-        not_run = {name: stage_not_run(ref, path) for name, ref in refs.items()}
+        not_run = {name: stale[name].get(path) for name in refs}
         if any(not_run.values()):
             lines.append(
                 f"{path}: not a result of "
